@@ -1,0 +1,41 @@
+# Shared set-up for scripts/test.sh and scripts/demo.sh (sourced, not run).
+# Installs the system packages and a virtualenv with the project, and makes sure dockerd runs.
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${SANDBOX_SSH_VENV:-$REPO_ROOT/.venv}"
+
+install_system_packages() {
+    local wanted=(docker.io debootstrap openssh-client rsync socat python3-venv)
+    local missing=()
+    for pkg in "${wanted[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        echo "installing system packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+install_python_package() {
+    local extras="$1"
+    if [ ! -x "$VENV/bin/python" ]; then
+        python3 -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install -q -e "$REPO_ROOT$extras"
+}
+
+start_dockerd() {
+    if docker info >/dev/null 2>&1; then
+        return
+    fi
+    echo "starting dockerd"
+    nohup dockerd >/var/log/sandbox-ssh-dockerd.log 2>&1 &
+    for _ in $(seq 300); do
+        docker info >/dev/null 2>&1 && return
+        sleep 0.2
+    done
+    echo "dockerd did not start; see /var/log/sandbox-ssh-dockerd.log" >&2
+    exit 1
+}

@@ -1,0 +1,1 @@
+"""Session logic: what runs where, with which environment. Speaks only to the provider protocol."""

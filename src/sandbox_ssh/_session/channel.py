@@ -1,0 +1,224 @@
+"""One session channel: a shell, a command or a subsystem running in the sandbox.
+
+The SSH side feeds requests in and implements :class:`ChannelOutput`; this
+module decides what runs and moves the bytes, and never sees asyncssh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..hooks import OutputStream, ProcessSpec, SandboxProcess, SandboxProvider, TerminalSize
+from . import login
+from .environment import Endpoints, build_environment
+from .resolve import ResolvedConnection, one_line
+
+log = logging.getLogger("sandbox_ssh.session")
+
+# Stop granting the client SSH window while this much stdin waits for the sandbox.
+_STDIN_HIGH_WATER = 1 << 20
+_STDIN_LOW_WATER = 1 << 18
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+class ChannelOutput(Protocol):
+    """What the session logic needs of an SSH channel."""
+
+    def write(self, data: bytes, stream: OutputStream) -> None: ...
+
+    async def drain(self) -> None:
+        """Return once the client's window has room again."""
+
+    def pause_input(self) -> None: ...
+
+    def resume_input(self) -> None: ...
+
+    def exit(self, status: int) -> None:
+        """Send exit-status, EOF and close, after everything written so far."""
+
+
+@dataclass(frozen=True)
+class PtyRequest:
+    term: str
+    size: TerminalSize
+    modes: Mapping[int, int]
+
+
+class SessionChannel:
+    def __init__(
+        self,
+        provider: SandboxProvider,
+        connection: ResolvedConnection,
+        endpoints: Endpoints,
+        output: ChannelOutput,
+        spawn: Spawn,
+    ) -> None:
+        self._provider = provider
+        self._connection = connection
+        self._endpoints = endpoints
+        self._output = output
+        self._spawn = spawn
+        self._pty: PtyRequest | None = None
+        self._client_env: dict[str, str] = {}
+        self._mode: login.Mode | None = None
+        self._process: SandboxProcess | None = None
+        self._started = asyncio.Event()
+        self._stdin: collections.deque[bytes | None] = collections.deque()
+        self._stdin_bytes = 0
+        self._stdin_ready = asyncio.Event()
+        self._input_paused = False
+        self._pending_size: TerminalSize | None = None
+        self._resize_running = False
+        self._task: asyncio.Task[None] | None = None
+        self._finished = False
+        self._closed = False
+
+    # Requests that arrive before the session starts.
+
+    def request_pty(self, term: str, size: TerminalSize, modes: Mapping[int, int]) -> bool:
+        if self._mode is not None:
+            return False
+        self._pty = PtyRequest(term=term, size=size, modes=modes)
+        return True
+
+    def set_env(self, name: str, value: str) -> None:
+        self._client_env[name] = value
+
+    def start(self, mode: login.Mode, command: str | None) -> None:
+        self._mode = mode
+        self._task = asyncio.ensure_future(self._run(mode, command))
+
+    # Traffic and events while it runs.
+
+    def feed_stdin(self, data: bytes) -> None:
+        self._stdin.append(data)
+        self._stdin_bytes += len(data)
+        self._stdin_ready.set()
+        if self._stdin_bytes > _STDIN_HIGH_WATER and not self._input_paused:
+            self._input_paused = True
+            self._output.pause_input()
+
+    def stdin_eof(self) -> None:
+        # A terminal has no half-close; sshd ignores EOF on a pty session too.
+        if self._pty is None:
+            self._stdin.append(None)
+            self._stdin_ready.set()
+
+    def resize(self, size: TerminalSize) -> None:
+        # Coalesce: only the latest size matters, and resizes must not reorder.
+        self._pending_size = size
+        if not self._resize_running and self._process is not None:
+            self._resize_running = True
+            self._spawn(self._apply_resizes())
+
+    def signal(self, signal_name: str) -> bool:
+        if self._process is None or self._mode is login.Mode.DIRECT:
+            return False
+        self._spawn(self._process.signal(signal_name))
+        return True
+
+    def close(self) -> None:
+        """The channel or the whole connection closed; hang up whatever still runs."""
+        if self._closed:
+            return
+        self._closed = True
+        process = self._process
+        if process is None:
+            return  # not started yet: _run hangs it up as soon as it exists
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._spawn(self._hang_up(process, running=not self._finished))
+
+    async def _hang_up(self, process: SandboxProcess, running: bool) -> None:
+        try:
+            if running:
+                await process.hangup()
+        finally:
+            await process.close()
+
+    # Internals.
+
+    async def _run(self, mode: login.Mode, command: str | None) -> None:
+        spec = self._process_spec(mode, command)
+        try:
+            process = await self._provider.start_process(self._connection.sandbox, spec)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("session %s: cannot start process: %s", self._connection.session_id,
+                        one_line(error))  # fmt: skip
+            self._output.write(f"sandbox-ssh: {one_line(error)}\r\n".encode(), OutputStream.STDERR)
+            self._finished = True
+            self._output.exit(255)
+            return
+        self._process = process
+        self._started.set()
+        if self._closed:
+            self._spawn(self._hang_up(process, running=True))
+            return
+        if self._pending_size is not None:
+            self.resize(self._pending_size)
+        stdin_task = asyncio.ensure_future(self._pump_stdin(process))
+        try:
+            await self._pump_output(process)
+            status = await process.wait()
+        finally:
+            stdin_task.cancel()
+        self._finished = True
+        self._output.exit(status)
+        self._spawn(process.close())
+
+    def _process_spec(self, mode: login.Mode, command: str | None) -> ProcessSpec:
+        user = self._connection.user
+        terminal = self._pty.size if self._pty else None
+        env = build_environment(
+            self._connection.env,
+            self._client_env,
+            self._endpoints,
+            term=self._pty.term if self._pty else None,
+        )
+        argv = login.login_argv(
+            mode,
+            user,
+            command,
+            terminal=terminal,
+            terminal_modes=self._pty.modes if self._pty else None,
+        )
+        return ProcessSpec(argv=argv, env=env, user=user, terminal=terminal)
+
+    async def _pump_output(self, process: SandboxProcess) -> None:
+        while (chunk := await process.read_output()) is not None:
+            stream, data = chunk
+            self._output.write(data, stream)
+            await self._output.drain()
+
+    async def _pump_stdin(self, process: SandboxProcess) -> None:
+        while True:
+            while not self._stdin:
+                self._stdin_ready.clear()
+                await self._stdin_ready.wait()
+            data = self._stdin.popleft()
+            if data is None:
+                await process.close_stdin()
+                return
+            self._stdin_bytes -= len(data)
+            if self._input_paused and self._stdin_bytes < _STDIN_LOW_WATER:
+                self._input_paused = False
+                self._output.resume_input()
+            await process.write_stdin(data)
+
+    async def _apply_resizes(self) -> None:
+        try:
+            while self._pending_size is not None and self._process is not None:
+                size, self._pending_size = self._pending_size, None
+                with contextlib.suppress(Exception):
+                    await self._process.resize(size)
+        finally:
+            self._resize_running = False

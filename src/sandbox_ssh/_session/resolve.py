@@ -1,0 +1,87 @@
+"""Resolving a new connection to its sandbox, user and environment, before any channel."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from ..hooks import (
+    ROOT_USER,
+    EnvVarFetcher,
+    Sandbox,
+    SandboxEnsurer,
+    SandboxProvider,
+    SandboxStatus,
+    UserInfo,
+    UserInfoFetcher,
+)
+
+log = logging.getLogger("sandbox_ssh.session")
+_MAX_REASON = 300
+
+
+class ConnectionRejected(Exception):
+    """The connection is refused; ``str(self)`` is the one-line reason for the client."""
+
+
+@dataclass(frozen=True)
+class ResolvedConnection:
+    session_id: str
+    sandbox: Sandbox
+    user: UserInfo
+    env: dict[str, str] = field(repr=False)  # may hold credentials: never logged
+
+
+@dataclass
+class Hooks:
+    """The runtime side of one gateway; ``ensurer`` may be replaced at any time."""
+
+    provider: SandboxProvider
+    ensurer: SandboxEnsurer | None = None
+    user_info_fetcher: UserInfoFetcher | None = None
+    env_var_fetcher: EnvVarFetcher | None = None
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as a single printable line, bounded in length."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
+def _reject(session_id: str, reason: str) -> ConnectionRejected:
+    return ConnectionRejected(f'session "{session_id}": {reason}')
+
+
+async def resolve_connection(hooks: Hooks, session_id: str) -> ResolvedConnection:
+    """What the original does for every connection, before any channel is served."""
+    provider, ensurer = hooks.provider, hooks.ensurer
+    try:
+        sandbox = await provider.find_sandbox(session_id)
+        if ensurer is not None:
+            await ensurer.ensure_sandbox(session_id)
+            if sandbox is None or sandbox.status is not SandboxStatus.RUNNING:
+                sandbox = await provider.find_sandbox(session_id)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        raise _reject(session_id, one_line(error)) from error
+    if sandbox is None:
+        raise _reject(session_id, "no sandbox with this session ID")
+    if sandbox.status is not SandboxStatus.RUNNING:
+        raise _reject(session_id, f"the sandbox is {sandbox.status.value}, and nothing starts it")
+
+    user = ROOT_USER
+    env: dict[str, str] = {}
+    try:
+        if hooks.user_info_fetcher is not None:
+            user = await hooks.user_info_fetcher.get_user_info(session_id)
+        if hooks.env_var_fetcher is not None:
+            env = dict(await hooks.env_var_fetcher.get_env_vars_for_session(session_id))
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        # Fail closed: running as the wrong user or without credentials is worse than refusing.
+        raise _reject(session_id, f"cannot prepare the session: {one_line(error)}") from error
+    return ResolvedConnection(session_id=session_id, sandbox=sandbox, user=user, env=env)

@@ -1,0 +1,1 @@
+"""The SSH side: asyncssh adapters that know no container runtime."""

@@ -1,0 +1,153 @@
+"""One SSH connection: the username picks the sandbox, before any channel is served."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+
+from .._session.channel import SessionChannel
+from .._session.environment import Endpoints
+from .._session.resolve import ConnectionRejected, Hooks, ResolvedConnection, resolve_connection
+from ..hooks import ConnectionTracker, Release
+from .session import SSHChannelAdapter
+
+log = logging.getLogger("sandbox_ssh.server")
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@dataclass
+class GatewayState:
+    """What every connection of one server shares."""
+
+    hooks: Hooks
+    tracker: ConnectionTracker | None
+    spawn: Spawn
+    connections: set[GatewayConnection] = field(default_factory=set)
+    stopping: bool = False
+
+
+def _address(info: Any) -> tuple[str, int]:
+    if isinstance(info, tuple) and len(info) >= 2:
+        return str(info[0]), int(info[1])
+    return "unknown", 0
+
+
+class GatewayConnection(asyncssh.SSHServer):
+    def __init__(self, state: GatewayState) -> None:
+        self._state = state
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._resolved: ResolvedConnection | None = None
+        self._release: Release | None = None
+        self._opened_at = time.monotonic()
+        self._peer = ("unknown", 0)
+        self._local = ("unknown", 0)
+        self._outcome: str | None = None
+        self._channels: set[SessionChannel] = set()
+
+    @property
+    def session_id(self) -> str | None:
+        return self._resolved.session_id if self._resolved else None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        self._peer = _address(conn.get_extra_info("peername"))
+        self._local = _address(conn.get_extra_info("sockname"))
+        self._state.connections.add(self)
+
+    async def begin_auth(self, username: str) -> bool:
+        try:
+            self._resolved = await resolve_connection(self._state.hooks, username)
+        except ConnectionRejected as rejection:
+            self._outcome = f"rejected: {rejection}"
+            raise asyncssh.DisconnectError(asyncssh.DISC_BY_APPLICATION, str(rejection)) from None
+        # The username is the session ID; no further authentication in this mode.
+        return False
+
+    def auth_completed(self) -> None:
+        resolved = self._resolved
+        assert resolved is not None
+        log.info(
+            "connection opened: session=%s remote=%s:%d sandbox=%s user=%s",
+            resolved.session_id, *self._peer, resolved.sandbox.id[:12], resolved.user.username,
+        )  # fmt: skip
+        if self._state.tracker is not None:
+            try:
+                self._release = self._state.tracker.track(resolved.session_id)
+            except Exception:
+                log.exception("connection tracker failed for session %s", resolved.session_id)
+
+    def session_requested(self) -> SSHChannelAdapter | bool:
+        resolved = self._resolved
+        if resolved is None or self._state.stopping:
+            return False
+        endpoints = Endpoints(self._peer[0], self._peer[1], self._local[0], self._local[1])
+
+        def make_session(adapter: SSHChannelAdapter) -> SessionChannel:
+            channel = SessionChannel(
+                self._state.hooks.provider, resolved, endpoints, adapter, self._state.spawn
+            )
+            self._channels.add(channel)
+            return channel
+
+        return SSHChannelAdapter(make_session)
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "port forwarding is not available"
+        )
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "socket forwarding is not available"
+        )
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return False
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state.connections.discard(self)
+        for channel in self._channels:
+            channel.close()  # idempotent; asyncssh also closes each channel
+        self._channels.clear()
+        if self._release is not None:
+            release, self._release = self._release, None
+            try:
+                release()
+            except Exception:
+                log.exception("connection tracker release failed")
+        outcome = self._outcome or self._describe_end(exc)
+        log.info(
+            "connection closed: session=%s remote=%s:%d duration=%.3fs end=%s",
+            self.session_id or "-", *self._peer, time.monotonic() - self._opened_at, outcome,
+        )  # fmt: skip
+
+    def _describe_end(self, exc: Exception | None) -> str:
+        if self._state.stopping:
+            return "server stopped"
+        if exc is None:
+            return "closed"
+        if isinstance(exc, asyncssh.DisconnectError):
+            return f"disconnected: {exc.reason or type(exc).__name__}"
+        if isinstance(exc, (ConnectionError, asyncio.IncompleteReadError)):
+            return "connection lost"
+        return f"error: {type(exc).__name__}"
+
+    def close(self, reason: str) -> None:
+        if self._conn is not None:
+            self._conn.disconnect(asyncssh.DISC_BY_APPLICATION, reason)
+
+    async def wait_closed(self) -> None:
+        if self._conn is not None:
+            await self._conn.wait_closed()

@@ -1,0 +1,37 @@
+"""Loading the host key, or creating it on first start."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import asyncssh
+
+
+class HostKeyError(Exception):
+    """The host key cannot be used; the gateway must not start."""
+
+
+def load_or_create_host_key(path: str | Path) -> asyncssh.SSHKey:
+    """Read the key at ``path``; when there is no file, write a new ed25519 key there (0600)."""
+    key_path = Path(path).expanduser()
+    if key_path.exists() or key_path.is_symlink():
+        try:
+            return asyncssh.read_private_key(str(key_path))
+        except (OSError, asyncssh.KeyImportError, ValueError) as error:
+            # Never overwrite: the file may be a key an operator cares about.
+            raise HostKeyError(f"host key {key_path} cannot be used: {error}") from error
+    key = asyncssh.generate_private_key("ssh-ed25519", comment="sandbox-ssh host key")
+    try:
+        key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key.export_private_key())
+        os.chmod(key_path, 0o600)  # the umask may have narrowed it; never widened
+        public_path = key_path.with_name(key_path.name + ".pub")
+        with contextlib.suppress(OSError):
+            public_path.write_bytes(key.export_public_key())
+    except OSError as error:
+        raise HostKeyError(f"cannot write a new host key to {key_path}: {error}") from error
+    return key

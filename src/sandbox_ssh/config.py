@@ -1,0 +1,60 @@
+"""The single source of configuration for a gateway."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from .hooks import (
+    ConnectionTracker,
+    EnvVarFetcher,
+    SandboxEnsurer,
+    SandboxProvider,
+    UserInfoFetcher,
+)
+
+
+@dataclass
+class Config:
+    """How a :class:`~sandbox_ssh.Server` listens and where it sends sessions.
+
+    ``address`` is ``"host:port"``; an empty host (``":2222"``) means every
+    interface, and port 0 picks a free port.
+    """
+
+    sandbox_provider: SandboxProvider
+    address: str = "127.0.0.1:2222"
+    host_key_path: str | Path = "ssh_host_ed25519_key"
+    sandbox_ensurer: SandboxEnsurer | None = None
+    user_info_fetcher: UserInfoFetcher | None = None
+    env_var_fetcher: EnvVarFetcher | None = None
+    connection_tracker: ConnectionTracker | None = None
+    # Longest a client may take from TCP connect to finished authentication.
+    login_timeout: float = 30.0
+    server_version: str = "sandbox-ssh"
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6); an empty host means every interface."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"listen address {address!r} is not HOST:PORT")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"listen address {address!r} has a port beyond 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if host != "localhost":
+                raise ValueError(
+                    f"listen address {address!r}: host must be an IP address or localhost"
+                ) from None
+    return host, port
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

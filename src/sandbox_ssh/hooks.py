@@ -1,0 +1,173 @@
+"""The protocols a platform implements to plug into the gateway.
+
+Nothing here knows SSH; nothing here knows a particular container runtime.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+class SandboxError(Exception):
+    """A sandbox could not be found, started or used.
+
+    Its message is shown to the SSH client, so it must be one readable line
+    and must not contain secrets.
+    """
+
+
+class SandboxStatus(enum.Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # created, exited or otherwise startable
+    PAUSED = "paused"
+    UNAVAILABLE = "unavailable"  # dead, being removed, or in an unknown state
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A sandbox as the provider found it for one session ID."""
+
+    session_id: str
+    id: str
+    status: SandboxStatus
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    username: str
+    uid: int
+    gid: int
+
+
+ROOT_USER = UserInfo(username="root", uid=0, gid=0)
+
+
+@dataclass(frozen=True)
+class TerminalSize:
+    cols: int
+    rows: int
+
+
+class OutputStream(enum.Enum):
+    STDOUT = 1
+    STDERR = 2
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What to run inside a sandbox.
+
+    ``terminal`` set means the process gets a TTY of that size; stdout and
+    stderr are then one stream, as on any terminal.
+    """
+
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    user: UserInfo = ROOT_USER
+    workdir: str | None = None
+    terminal: TerminalSize | None = None
+
+
+@runtime_checkable
+class SandboxProcess(Protocol):
+    """A process started in a sandbox, with streaming stdio."""
+
+    async def write_stdin(self, data: bytes) -> None:
+        """Send bytes to the process; returns once the runtime accepted them."""
+
+    async def close_stdin(self) -> None:
+        """Half-close stdin: the process reads EOF while its output keeps flowing."""
+
+    async def read_output(self) -> tuple[OutputStream, bytes] | None:
+        """The next chunk of output, or None once all output has ended."""
+
+    async def wait(self) -> int:
+        """The exit code (128+N when killed by signal N), final after the output ended."""
+
+    async def resize(self, size: TerminalSize) -> None:
+        """Resize the process's terminal (ignored without one)."""
+
+    async def signal(self, signal_name: str) -> None:
+        """Deliver a signal (``"INT"``, ``"TERM"``...) to the process's group."""
+
+    async def hangup(self) -> None:
+        """End the process the way a terminal hangup would.
+
+        Everything in the process's session gets SIGHUP; what is still running
+        after a short grace and has not deliberately ignored SIGHUP is killed.
+        Processes that left the session (setsid, daemons) are not touched.
+        """
+
+    async def close(self) -> None:
+        """Release the runtime resources held for this process."""
+
+
+@runtime_checkable
+class SandboxProvider(Protocol):
+    """Finds sandboxes and runs processes in them."""
+
+    async def find_sandbox(self, session_id: str) -> Sandbox | None:
+        """The sandbox whose session ID equals ``session_id`` exactly.
+
+        Returns None when there is none; raises SandboxError when the answer is
+        ambiguous (two sandboxes claim the session) or the runtime failed.
+        """
+
+    async def start_process(self, sandbox: Sandbox, spec: ProcessSpec) -> SandboxProcess:
+        """Start a process; raises SandboxError when the runtime refuses."""
+
+    async def close(self) -> None:
+        """Release connections to the runtime."""
+
+
+@runtime_checkable
+class SandboxEnsurer(Protocol):
+    async def ensure_sandbox(self, session_id: str) -> None:
+        """Make the session's sandbox run; raising rejects the connection."""
+
+
+@runtime_checkable
+class UserInfoFetcher(Protocol):
+    async def get_user_info(self, session_id: str) -> UserInfo:
+        """The user every process of this session runs as."""
+
+
+@runtime_checkable
+class EnvVarFetcher(Protocol):
+    async def get_env_vars_for_session(self, session_id: str) -> dict[str, str]:
+        """Variables applied first; the client's own ``env`` requests override them."""
+
+
+Release = Callable[[], None]
+
+
+@runtime_checkable
+class ConnectionTracker(Protocol):
+    def track(self, session_id: str) -> Release:
+        """Called once a connection is resolved to a sandbox.
+
+        The returned callable is called exactly once, when that connection ends.
+        """
+
+
+__all__ = [
+    "ROOT_USER",
+    "ConnectionTracker",
+    "EnvVarFetcher",
+    "OutputStream",
+    "ProcessSpec",
+    "Release",
+    "Sandbox",
+    "SandboxEnsurer",
+    "SandboxError",
+    "SandboxProcess",
+    "SandboxProvider",
+    "SandboxStatus",
+    "TerminalSize",
+    "UserInfo",
+    "UserInfoFetcher",
+]

@@ -1,0 +1,1 @@
+"""Built-in sandbox providers. Each knows one runtime and nothing of SSH."""

@@ -1,0 +1,73 @@
+"""Shell snippets for runtimes whose exec API has no signal or kill call.
+
+Docker and Kubernetes both lack one, and both leave a process running when
+its exec stream is closed. Every exec'd process is a session leader
+(runc calls setsid), so its PID names its session and its process group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# Prints the process's PID (in the sandbox's PID namespace) on the first line
+# of stdout, then becomes the real command with the same PID.
+PID_REPORT_SCRIPT = 'echo "$$"; exec "$@"'
+
+# sshd accepts these names in a "signal" channel request (RFC 4254 6.10).
+SIGNAL_NAMES = frozenset(
+    {"ABRT", "ALRM", "FPE", "HUP", "ILL", "INT", "KILL", "PIPE", "QUIT", "SEGV", "TERM",
+     "USR1", "USR2"}
+)  # fmt: skip
+
+# $1 session ID (= the leader's PID), $2 grace in tenths of a second.
+HANGUP_SCRIPT = r"""
+sid=$1 ticks=$2
+members() {
+    for d in /proc/[0-9]*; do
+        { read -r st <"$d/stat"; } 2>/dev/null || continue
+        st=${st##*) }
+        set -f; set -- $st; set +f
+        if [ "$4" = "$sid" ] && [ "$1" != Z ]; then echo "${d#/proc/}"; fi
+    done
+}
+ignores_hup() {
+    { while read -r key value; do
+        if [ "$key" = SigIgn: ]; then
+            case $value in *[13579bdfBDF]) return 0 ;; esac
+            return 1
+        fi
+    done <"/proc/$1/status"; } 2>/dev/null
+    return 1
+}
+pids=$(members)
+[ -n "$pids" ] || exit 0
+kill -HUP $pids 2>/dev/null
+kill -CONT $pids 2>/dev/null
+i=0
+while :; do
+    left=
+    for p in $(members); do ignores_hup "$p" || left="$left $p"; done
+    [ -n "$left" ] || exit 0
+    [ "$i" -lt "$ticks" ] || break
+    sleep 0.1 2>/dev/null || sleep 1
+    i=$((i + 1))
+done
+kill -KILL $left 2>/dev/null
+exit 0
+"""
+
+
+def pid_report_argv(argv: Sequence[str]) -> list[str]:
+    return ["/bin/sh", "-c", PID_REPORT_SCRIPT, "sandbox-ssh", *argv]
+
+
+def signal_argv(pid: int, signal_name: str) -> list[str]:
+    if signal_name not in SIGNAL_NAMES:
+        raise ValueError(f"unknown signal {signal_name!r}")
+    return ["/bin/sh", "-c", 'kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"',
+            "sandbox-ssh", signal_name, str(pid)]  # fmt: skip
+
+
+def hangup_argv(pid: int, grace_seconds: float) -> list[str]:
+    ticks = max(0, round(grace_seconds * 10))
+    return ["/bin/sh", "-c", HANGUP_SCRIPT, "sandbox-ssh", str(pid), str(ticks)]

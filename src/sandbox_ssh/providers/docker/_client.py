@@ -1,0 +1,46 @@
+"""One shared aiodocker client per provider, with the connection-pool limit lifted.
+
+Every live exec holds one pooled connection for its whole life, so aiohttp's
+default limit of 100 would hang the 101st session (and every API call made
+while 100 are open).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+
+import aiodocker
+import aiohttp
+
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+def resolve_docker_host(docker_host: str | None) -> str:
+    return docker_host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+
+
+def _tls_context() -> ssl.SSLContext | None:
+    if not os.environ.get("DOCKER_TLS_VERIFY"):
+        return None
+    cert_dir = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+    context = ssl.create_default_context(cafile=str(cert_dir / "ca.pem"))
+    context.load_cert_chain(str(cert_dir / "cert.pem"), str(cert_dir / "key.pem"))
+    return context
+
+
+def open_client(docker_host: str | None) -> tuple[aiodocker.Docker, aiohttp.BaseConnector]:
+    """The client and its connector, which the caller closes (aiodocker does not)."""
+    host = resolve_docker_host(docker_host)
+    connector: aiohttp.BaseConnector
+    if host.startswith("unix://"):
+        connector = aiohttp.UnixConnector(host.removeprefix("unix://"), limit=0)
+        return aiodocker.Docker(url="unix://localhost", connector=connector), connector
+    if host.startswith(("tcp://", "http://", "https://")):
+        context = _tls_context()
+        scheme = "https://" if context or host.startswith("https://") else "http://"
+        url = scheme + host.split("://", 1)[1]
+        connector = aiohttp.TCPConnector(limit=0, ssl=context if context else False)
+        return aiodocker.Docker(url=url, connector=connector), connector
+    raise ValueError(f"unsupported Docker host {host!r}: use unix://PATH or tcp://HOST:PORT")

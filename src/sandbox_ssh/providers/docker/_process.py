@@ -1,0 +1,172 @@
+"""A process started with Docker's exec API, and the traps that come with it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import aiodocker
+from aiodocker.execs import Exec
+from aiodocker.stream import Stream
+
+from ...hooks import OutputStream, ProcessSpec, SandboxError, TerminalSize
+from .. import _posix
+
+log = logging.getLogger("sandbox_ssh.docker")
+
+# Docker's default detach keys (Ctrl-P Ctrl-Q) swallow Ctrl-P and kill TTY
+# sessions, and they cannot be switched off; make them unreachable in practice.
+DETACH_KEYS = "ctrl-^,ctrl-@,ctrl-^,ctrl-@,ctrl-^,ctrl-@"
+_EXIT_POLL_LIMIT = 10.0
+
+
+class DockerProcess:
+    """Implements :class:`sandbox_ssh.hooks.SandboxProcess` over one hijacked exec stream."""
+
+    def __init__(
+        self, docker: aiodocker.Docker, container_id: str, tty: bool, hangup_grace: float
+    ) -> None:
+        self._docker = docker
+        self._container_id = container_id
+        self._tty = tty
+        self._hangup_grace = hangup_grace
+        self._exec: Exec | None = None
+        self._stream: Stream | None = None
+        self._pid: int | None = None
+        self._pending: list[tuple[OutputStream, bytes]] = []
+        self._stdin_closed = False
+        self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        """The PID inside the sandbox, or None when the runtime failed to start it."""
+        return self._pid
+
+    async def start(self, spec: ProcessSpec) -> None:
+        container = self._docker.containers.container(self._container_id)
+        try:
+            self._exec = await container.exec(
+                _posix.pid_report_argv(spec.argv),
+                stdin=True,
+                tty=self._tty,
+                user=f"{spec.user.uid}:{spec.user.gid}",
+                environment=dict(spec.env),
+                workdir=spec.workdir,
+                detach_keys=DETACH_KEYS,
+            )
+            self._stream = self._exec.start(detach=False)
+            await self._stream._init()
+        except aiodocker.DockerError as error:
+            raise SandboxError(f"the sandbox refused the process: {error.message}") from error
+        await self._read_pid()
+
+    async def _read_pid(self) -> None:
+        """Consume the PID line; what precedes EOF without one is the runtime's error text."""
+        assert self._stream is not None
+        first_line = bytearray()
+        while True:
+            message = await self._stream.read_out()
+            if message is None:
+                if first_line:
+                    self._pending.append((OutputStream.STDERR, bytes(first_line)))
+                return
+            if message.stream != OutputStream.STDOUT.value or self._pid is not None:
+                self._pending.append((OutputStream(message.stream), message.data))
+                continue
+            first_line += message.data
+            line, newline, rest = first_line.partition(b"\n")
+            if not newline:
+                continue
+            text = line.rstrip(b"\r")
+            if not text.isdigit():
+                # In-band runtime error (e.g. missing /bin/sh): pass it on as stderr.
+                self._pending.append((OutputStream.STDERR, bytes(first_line)))
+                return
+            self._pid = int(text)
+            if rest:
+                self._pending.append((OutputStream.STDOUT, bytes(rest)))
+            return
+
+    async def write_stdin(self, data: bytes) -> None:
+        if self._stdin_closed or self._stream is None:
+            return
+        try:
+            await self._stream.write_in(data)
+        except (ConnectionError, RuntimeError, AssertionError):
+            self._stdin_closed = True  # the process is gone; output will say why
+
+    async def close_stdin(self) -> None:
+        if self._stdin_closed or self._stream is None:
+            return
+        self._stdin_closed = True
+        # aiodocker's Stream.close() ends the whole response; a half-close needs the
+        # transport of the hijacked connection.
+        response = self._stream._resp
+        connection = response.connection if response is not None else None
+        transport = connection.transport if connection is not None else None
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+
+    async def read_output(self) -> tuple[OutputStream, bytes] | None:
+        if self._pending:
+            return self._pending.pop(0)
+        if self._stream is None:
+            return None
+        message = await self._stream.read_out()
+        if message is None:
+            return None
+        if self._tty or message.stream == OutputStream.STDOUT.value:
+            return OutputStream.STDOUT, message.data
+        return OutputStream.STDERR, message.data
+
+    async def wait(self) -> int:
+        """Exit code from exec inspect; it is final only once Running is false."""
+        assert self._exec is not None
+        delay = 0.002
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _EXIT_POLL_LIMIT
+        while True:
+            info = await self._exec.inspect()
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return int(info["ExitCode"])
+            if loop.time() > deadline:
+                raise SandboxError("the runtime did not report an exit status")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    async def resize(self, size: TerminalSize) -> None:
+        if not self._tty or self._exec is None or self._pid is None:
+            return
+        with contextlib.suppress(aiodocker.DockerError):
+            await self._exec.resize(h=size.rows, w=size.cols)
+
+    async def signal(self, signal_name: str) -> None:
+        if self._pid is None:
+            return
+        await self._run_control(_posix.signal_argv(self._pid, signal_name))
+
+    async def hangup(self) -> None:
+        if self._pid is None:
+            return
+        await self._run_control(_posix.hangup_argv(self._pid, self._hangup_grace))
+
+    async def _run_control(self, argv: Sequence[str]) -> None:
+        """Run a short helper as root in the sandbox and wait for it to finish."""
+        container = self._docker.containers.container(self._container_id)
+        try:
+            control = await container.exec(list(argv), stdin=False, tty=False, user="0:0")
+            async with control.start(detach=False) as stream:
+                while await stream.read_out() is not None:
+                    pass
+        except aiodocker.DockerError as error:
+            log.warning("control exec in %s failed: %s", self._container_id[:12], error.message)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                await self._stream.close()

@@ -1,0 +1,192 @@
+"""Sandboxes as Docker containers labelled with their session ID."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiodocker
+import aiohttp
+
+from ...hooks import (
+    ProcessSpec,
+    Sandbox,
+    SandboxError,
+    SandboxProcess,
+    SandboxStatus,
+    UserInfo,
+)
+from ._client import open_client
+from ._process import DockerProcess
+
+DEFAULT_LABEL = "sandbox-ssh.session"
+_STATUS_BY_STATE = {
+    "running": SandboxStatus.RUNNING,
+    "created": SandboxStatus.STOPPED,
+    "exited": SandboxStatus.STOPPED,
+    "paused": SandboxStatus.PAUSED,
+}
+_START_WAIT = 30.0
+_USER_CACHE_SECONDS = 60.0
+
+# Resolves the process's own uid, gid and name inside the sandbox, without `id`.
+_WHOAMI_SCRIPT = r"""
+while read -r key real _; do
+    case $key in Uid:) uid=$real ;; Gid:) gid=$real ;; esac
+done </proc/self/status
+name=$(getent passwd "$uid" 2>/dev/null | cut -d: -f1)
+if [ -z "$name" ] && [ -r /etc/passwd ]; then
+    while IFS=: read -r n _ u _; do [ "$u" = "$uid" ] && { name=$n; break; }; done </etc/passwd
+fi
+echo "$uid $gid ${name:-$uid}"
+"""
+
+
+class DockerProvider:
+    """Finds sandboxes by label and runs processes in them through the Engine API.
+
+    Also a :class:`~sandbox_ssh.SandboxEnsurer` (starts a stopped or paused
+    container) and a :class:`~sandbox_ssh.UserInfoFetcher` (the container's
+    configured ``User``, resolved inside it).
+    """
+
+    def __init__(
+        self,
+        docker_host: str | None = None,
+        label: str = DEFAULT_LABEL,
+        *,
+        hangup_grace: float = 2.0,
+    ) -> None:
+        self.label = label
+        self._docker_host = docker_host
+        self._hangup_grace = hangup_grace
+        self._client: aiodocker.Docker | None = None
+        self._connector: aiohttp.BaseConnector | None = None
+        self._user_cache: dict[tuple[str, str], tuple[float, UserInfo]] = {}
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        # Created lazily: aiohttp sessions belong to the loop that first uses them.
+        if self._client is None:
+            self._client, self._connector = open_client(self._docker_host)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+        if self._connector is not None:
+            connector, self._connector = self._connector, None
+            await connector.close()
+
+    async def find_sandbox(self, session_id: str) -> Sandbox | None:
+        try:
+            containers = await self.docker.containers.list(
+                all=True, filters={"label": [f"{self.label}={session_id}"]}
+            )
+        except aiodocker.DockerError as error:
+            raise SandboxError(f"the container runtime failed: {error.message}") from error
+        # The engine's filter already matches exactly; check again rather than trust it.
+        matches = [c for c in containers if (c["Labels"] or {}).get(self.label) == session_id]
+        if not matches:
+            return None
+        if len(matches) > 1:
+            raise SandboxError(
+                f'{len(matches)} containers carry label {self.label}="{session_id}"; '
+                "a session must have exactly one sandbox"
+            )
+        found: dict[str, Any] = matches[0]._container
+        names = found.get("Names") or [""]
+        return Sandbox(
+            session_id=session_id,
+            id=found["Id"],
+            status=_STATUS_BY_STATE.get(found.get("State", ""), SandboxStatus.UNAVAILABLE),
+            name=names[0].lstrip("/"),
+        )
+
+    async def _require(self, session_id: str) -> Sandbox:
+        sandbox = await self.find_sandbox(session_id)
+        if sandbox is None:
+            raise SandboxError("no sandbox with this session ID")
+        return sandbox
+
+    async def ensure_sandbox(self, session_id: str) -> None:
+        sandbox = await self._require(session_id)
+        if sandbox.status is SandboxStatus.RUNNING:
+            return
+        container = self.docker.containers.container(sandbox.id)
+        try:
+            if sandbox.status is SandboxStatus.PAUSED:
+                await container.unpause()
+            elif sandbox.status is SandboxStatus.STOPPED:
+                await container.start()
+            else:
+                raise SandboxError(f'the sandbox of session "{session_id}" cannot be started now')
+        except aiodocker.DockerError as error:
+            raise SandboxError(
+                f'the sandbox of session "{session_id}" failed to start: {error.message}'
+            ) from error
+        await self._wait_running(session_id, sandbox.id)
+
+    async def _wait_running(self, session_id: str, container_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _START_WAIT
+        delay = 0.01
+        while True:
+            info = await self.docker.containers.container(container_id).show()
+            state = info.get("State", {})
+            if state.get("Running") and not state.get("Paused") and not state.get("Restarting"):
+                return
+            if state.get("Status") in ("exited", "dead"):
+                raise SandboxError(
+                    f'the sandbox of session "{session_id}" exited right after starting '
+                    f"(exit code {state.get('ExitCode')})"
+                )
+            if loop.time() > deadline:
+                raise SandboxError(f'the sandbox of session "{session_id}" did not start in time')
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def get_user_info(self, session_id: str) -> UserInfo:
+        sandbox = await self._require(session_id)
+        info = await self.docker.containers.container(sandbox.id).show()
+        configured = (info.get("Config") or {}).get("User") or ""
+        if not configured:
+            return UserInfo(username="root", uid=0, gid=0)
+        key = (sandbox.id, configured)
+        cached = self._user_cache.get(key)
+        if cached and time.monotonic() - cached[0] < _USER_CACHE_SECONDS:
+            return cached[1]
+        user = await self._resolve_user(sandbox.id, configured, session_id)
+        self._user_cache[key] = (time.monotonic(), user)
+        return user
+
+    async def _resolve_user(self, container_id: str, configured: str, session_id: str) -> UserInfo:
+        container = self.docker.containers.container(container_id)
+        output = bytearray()
+        try:
+            probe = await container.exec(["/bin/sh", "-c", _WHOAMI_SCRIPT], user=configured)
+            async with probe.start(detach=False) as stream:
+                while (message := await stream.read_out()) is not None:
+                    if message.stream == 1:
+                        output += message.data
+            exit_code = (await probe.inspect()).get("ExitCode")
+        except aiodocker.DockerError as error:
+            raise SandboxError(
+                f'cannot resolve user "{configured}" in the sandbox of session "{session_id}": '
+                f"{error.message}"
+            ) from error
+        fields = output.decode(errors="replace").split()
+        if exit_code != 0 or len(fields) != 3 or not fields[0].isdigit() or not fields[1].isdigit():
+            raise SandboxError(
+                f'cannot resolve user "{configured}" in the sandbox of session "{session_id}"'
+            )
+        return UserInfo(username=fields[2], uid=int(fields[0]), gid=int(fields[1]))
+
+    async def start_process(self, sandbox: Sandbox, spec: ProcessSpec) -> SandboxProcess:
+        process = DockerProcess(
+            self.docker, sandbox.id, tty=spec.terminal is not None, hangup_grace=self._hangup_grace
+        )
+        await process.start(spec)
+        return process

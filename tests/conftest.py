@@ -1,0 +1,100 @@
+"""Fixtures shared by every layer: a real dockerd, the sandbox image, gateways and clients."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox_ssh import Config
+from sandbox_ssh.providers.docker import DockerProvider
+
+from .support.containers import Container, Containers, remove_stale_test_containers
+from .support.gateway import InProcessGateway, LoopThread
+from .support.ssh import SSHClient
+from .support.system import ensure_commands, ensure_dockerd, ensure_sandbox_image
+
+
+@pytest.fixture(scope="session")
+def sandbox_image() -> str:
+    ensure_dockerd()
+    remove_stale_test_containers()
+    return ensure_sandbox_image()
+
+
+@pytest.fixture(scope="session")
+def client_tools() -> None:
+    ensure_commands("ssh", "scp", "sftp", "ssh-keygen", "rsync")
+
+
+@pytest.fixture
+def containers(sandbox_image: str) -> Iterator[Containers]:
+    started = Containers(sandbox_image, run_label=uuid.uuid4().hex[:8])
+    yield started
+    started.remove_all()
+
+
+@pytest.fixture
+def sandbox(containers: Containers) -> Container:
+    return containers.start()
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@dataclass
+class Gateway:
+    gateway: InProcessGateway
+    client: SSHClient
+    provider: DockerProvider
+
+
+GatewayFactory = Callable[..., Gateway]
+
+
+@pytest.fixture
+def gateway_factory(
+    loop_thread: LoopThread, tmp_path: Path, client_tools: None, sandbox_image: str
+) -> Iterator[GatewayFactory]:
+    """Start in-process gateways; keyword arguments override the Config's hooks."""
+    started: list[Gateway] = []
+
+    def start(*, auto_start: bool = True, **overrides: Any) -> Gateway:
+        provider = DockerProvider()
+        workdir = tmp_path / f"gateway-{len(started)}"
+        config = Config(
+            address="127.0.0.1:0",
+            host_key_path=workdir / "host_key",
+            sandbox_provider=provider,
+            sandbox_ensurer=provider if auto_start else None,
+            user_info_fetcher=provider,
+        )
+        for name, value in overrides.items():
+            setattr(config, name, value)
+        gateway = InProcessGateway(loop_thread, config)
+        client = SSHClient(gateway.host, gateway.port, gateway.host_key_path, workdir / "client")
+        started.append(Gateway(gateway, client, provider))
+        return started[-1]
+
+    yield start
+    for item in started:
+        item.gateway.stop()
+        loop_thread.run(item.provider.close())
+
+
+@pytest.fixture
+def gateway(gateway_factory: GatewayFactory) -> Gateway:
+    return gateway_factory()
+
+
+@pytest.fixture
+def ssh(gateway: Gateway) -> SSHClient:
+    return gateway.client

@@ -1,0 +1,180 @@
+"""`sandbox-ssh serve` as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from ..support.containers import Containers
+from ..support.gateway import CliGateway
+from ..support.ssh import SSHClient
+
+
+def serve(tmp_path: Path, *args: str) -> tuple[CliGateway, SSHClient]:
+    gateway = CliGateway(tmp_path / "state" / "keys" / "host_key", *args)
+    return gateway, SSHClient(
+        gateway.host, gateway.port, gateway.host_key_path, tmp_path / "client"
+    )
+
+
+def test_serve_runs_commands_and_logs_each_connection(
+    tmp_path: Path, containers: Containers, client_tools: None
+) -> None:
+    gateway, ssh = serve(tmp_path)
+    try:
+        sandbox = containers.start()
+        assert sandbox.session_id
+        result = ssh.run(sandbox.session_id, "echo via-cli")
+        assert result.stdout == b"via-cli\n"
+        ssh.run("missing-session", "true")
+        log = gateway.wait_for_log(lambda text: text.count("connection closed") >= 2)
+        opened = re.search(
+            rf"connection opened: session={sandbox.session_id} remote=127\.0\.0\.1:\d+", log
+        )
+        assert opened, log
+        assert re.search(
+            rf"connection closed: session={sandbox.session_id} remote=127\.0\.0\.1:\d+ "
+            r"duration=\d+\.\d+s end=\w+",
+            log,
+        ), log
+        assert re.search(
+            r'connection closed: session=- .* end=rejected: session "missing-session"', log
+        )
+    finally:
+        assert gateway.terminate() == 0
+
+
+def test_defaults_are_loopback_and_a_key_in_the_state_directory(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox_ssh", "serve"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "XDG_STATE_HOME": str(tmp_path)},
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        first_line = process.stderr.readline()
+        assert "listening on 127.0.0.1:2222" in first_line
+        key = tmp_path / "sandbox-ssh" / "ssh_host_ed25519_key"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    finally:
+        process.terminate()
+        assert process.wait(20) == 0
+
+
+def test_help_documents_every_option() -> None:
+    help_text = subprocess.run(
+        [sys.executable, "-m", "sandbox_ssh", "serve", "--help"], capture_output=True, text=True
+    ).stdout
+    help_text = " ".join(help_text.split())
+    assert "[default: 127.0.0.1:2222]" in help_text
+    for option in ("--listen", "--host-key", "--docker-host", "--session-label",
+                   "--auto-start / --no-auto-start", "--log-level"):  # fmt: skip
+        assert option in help_text
+
+
+def test_no_auto_start_refuses_a_stopped_sandbox(
+    tmp_path: Path, containers: Containers, client_tools: None
+) -> None:
+    gateway, ssh = serve(tmp_path, "--no-auto-start")
+    try:
+        sandbox = containers.start(running=False)
+        assert sandbox.session_id
+        result = ssh.run(sandbox.session_id, "true")
+        assert result.returncode == 255
+        assert b"the sandbox is stopped" in result.stderr
+        assert sandbox.state()["Running"] is False
+    finally:
+        gateway.terminate()
+
+
+def test_custom_session_label(tmp_path: Path, containers: Containers, client_tools: None) -> None:
+    gateway, ssh = serve(tmp_path, "--session-label", "example.com/sandbox")
+    try:
+        sandbox = containers.start(labels={"example.com/sandbox": "custom-label-session"})
+        result = ssh.run("custom-label-session", "echo found")
+        assert result.stdout == b"found\n", result.stderr
+        assert sandbox.id
+    finally:
+        gateway.terminate()
+
+
+def test_sigterm_ends_live_sessions_and_exits_cleanly(
+    tmp_path: Path, containers: Containers, client_tools: None
+) -> None:
+    gateway, ssh = serve(tmp_path)
+    sandbox = containers.start()
+    assert sandbox.session_id
+    client = ssh.popen(sandbox.session_id, "echo up; sleep 1007", stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert client.stdout is not None
+    assert client.stdout.readline() == b"up\n"
+    assert gateway.terminate() == 0
+    assert client.wait(20) == 255
+    assert "sleep 1007" not in sandbox.processes()
+    assert "end=server stopped" in gateway.log_text()
+
+
+def test_host_key_is_created_private_and_reused(
+    tmp_path: Path, containers: Containers, client_tools: None
+) -> None:
+    gateway, _ = serve(tmp_path)
+    gateway.terminate()
+    key = gateway.host_key_path
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    first = key.read_bytes()
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", str(key)], capture_output=True).stdout
+    assert b"ED25519" in fingerprint
+
+    again, ssh = serve(tmp_path)
+    try:
+        assert key.read_bytes() == first
+        sandbox = containers.start()
+        assert sandbox.session_id
+        # The client trusts only the key written on first start.
+        assert ssh.run(sandbox.session_id, "true").returncode == 0
+    finally:
+        again.terminate()
+
+
+def test_corrupt_host_key_is_a_clear_error_and_left_alone(tmp_path: Path) -> None:
+    key = tmp_path / "host_key"
+    key.write_bytes(b"this is not a key\n")
+    key.chmod(0o600)
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox_ssh", "serve", "--listen", "127.0.0.1:0",
+         "--host-key", str(key)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"host key {key} cannot be used" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert key.read_bytes() == b"this is not a key\n"
+
+
+def test_unreadable_host_key_is_a_clear_error(tmp_path: Path) -> None:
+    key = tmp_path / "host_key"
+    key.symlink_to(tmp_path / "missing-target")  # present but unreadable: never replaced
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox_ssh", "serve", "--listen", "127.0.0.1:0",
+         "--host-key", str(key)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"host key {key} cannot be used" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert key.is_symlink() and not (tmp_path / "missing-target").exists()
+
+
+def test_bad_listen_address_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox_ssh", "serve", "--listen", "nonsense"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "is not HOST:PORT" in result.stderr

@@ -1,0 +1,100 @@
+"""Test sandboxes: labelled, on no network, and always removed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+TEST_LABEL = "sandbox-ssh.test"
+SESSION_LABEL = "sandbox-ssh.session"
+
+
+def docker(*args: str, check: bool = True, input: bytes | None = None) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, check=False, input=input)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr.decode().strip()}")
+    return result.stdout.decode()
+
+
+def new_session_id(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class Container:
+    id: str
+    session_id: str | None
+
+    def exec(self, *argv: str, user: str = "0:0", check: bool = True) -> str:
+        return docker("exec", "-u", user, self.id, *argv, check=check)
+
+    def processes(self) -> list[str]:
+        """Command lines of every live process (zombies excluded)."""
+        out = self.exec("ps", "-eo", "stat=,args=")
+        return [line.split(None, 1)[1] for line in out.splitlines()
+                if line.strip() and not line.split()[0].startswith("Z")]  # fmt: skip
+
+    def state(self) -> dict[str, object]:
+        info: list[dict[str, dict[str, object]]] = json.loads(docker("inspect", self.id))
+        return info[0]["State"]
+
+    def stop(self) -> None:
+        docker("stop", "-t", "0", self.id)
+
+
+class Containers:
+    """Starts test containers and removes every one of them at the end."""
+
+    def __init__(self, image: str, run_label: str) -> None:
+        self.image = image
+        self.run_label = run_label
+        self._started: list[str] = []
+
+    def start(
+        self,
+        session_id: str | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+        name: str | None = None,
+        user: str | None = None,
+        running: bool = True,
+        extra: Sequence[str] = (),
+        command: Sequence[str] = ("sleep", "infinity"),
+    ) -> Container:
+        if session_id is None and labels is None:
+            session_id = new_session_id()
+        args = [
+            "create",
+            "--init",
+            "--network",
+            "none",
+            "--label",
+            f"{TEST_LABEL}={self.run_label}",
+        ]
+        if session_id is not None:
+            args += ["--label", f"{SESSION_LABEL}={session_id}"]
+        for key, value in (labels or {}).items():
+            args += ["--label", f"{key}={value}"]
+        if name:
+            args += ["--name", name]
+        if user:
+            args += ["--user", user]
+        container_id = docker(*args, *extra, self.image, *command).strip()
+        self._started.append(container_id)
+        if running:
+            docker("start", container_id)
+        return Container(id=container_id, session_id=session_id)
+
+    def remove_all(self) -> None:
+        if self._started:
+            docker("rm", "-f", *self._started, check=False)
+            self._started.clear()
+
+
+def remove_stale_test_containers() -> None:
+    ids = docker("ps", "-aq", "--filter", f"label={TEST_LABEL}").split()
+    if ids:
+        docker("rm", "-f", *ids, check=False)

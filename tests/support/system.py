@@ -1,0 +1,70 @@
+"""Installing what the tests need, and starting dockerd when none runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Bumped whenever the image's package list changes.
+SANDBOX_IMAGE = "sandbox-ssh/sandbox:bookworm-1"
+_APT_UPDATED = False
+
+# Debian package that provides each command the suite runs.
+_PACKAGE_FOR = {
+    "dockerd": "docker.io",
+    "docker": "docker.io",
+    "debootstrap": "debootstrap",
+    "ssh": "openssh-client",
+    "scp": "openssh-client",
+    "sftp": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "rsync": "rsync",
+    "socat": "socat",
+}
+
+
+def apt_install(*packages: str) -> None:
+    global _APT_UPDATED
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if not _APT_UPDATED:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        _APT_UPDATED = True
+    subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, env=env,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+
+
+def ensure_commands(*commands: str) -> None:
+    missing = sorted({_PACKAGE_FOR[c] for c in commands if shutil.which(c) is None})
+    if missing:
+        apt_install(*missing)
+
+
+def _docker_answers() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def ensure_dockerd(timeout: float = 90.0) -> None:
+    """Use the running engine, or install and start one that outlives the test run."""
+    ensure_commands("docker", "dockerd")
+    if _docker_answers():
+        return
+    log = open("/var/log/sandbox-ssh-test-dockerd.log", "ab")  # noqa: SIM115
+    subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not _docker_answers():
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                "dockerd did not become ready; see /var/log/sandbox-ssh-test-dockerd.log"
+            )
+        time.sleep(0.2)  # polling readiness of a daemon we started, not synchronising tests
+
+
+def ensure_sandbox_image() -> str:
+    ensure_commands("debootstrap")
+    subprocess.run([str(REPO_ROOT / "scripts" / "build-sandbox-image.sh"), SANDBOX_IMAGE],
+                   check=True)  # fmt: skip
+    return SANDBOX_IMAGE

@@ -1,0 +1,29 @@
+import pytest
+
+from sandbox_ssh.config import format_address, parse_address
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:2222", ("127.0.0.1", 2222)),
+        (":2222", ("", 2222)),
+        ("[::1]:22", ("::1", 22)),
+        ("localhost:0", ("localhost", 0)),
+        ("0.0.0.0:65535", ("0.0.0.0", 65535)),
+    ],
+)
+def test_valid_addresses(text: str, expected: tuple[str, int]) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["2222", "host", "127.0.0.1:", "127.0.0.1:70000", "example.com:22",
+                                  "1.2.3.4:-1"])  # fmt: skip
+def test_invalid_addresses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_address(text)
+
+
+def test_ipv6_is_bracketed() -> None:
+    assert format_address("::1", 22) == "[::1]:22"
+    assert format_address("127.0.0.1", 22) == "127.0.0.1:22"

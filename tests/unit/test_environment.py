@@ -1,0 +1,40 @@
+from sandbox_ssh._session.environment import Endpoints, build_environment
+
+ENDPOINTS = Endpoints("10.1.2.3", 50000, "127.0.0.1", 2222)
+
+
+def test_client_overrides_platform_and_sshd_variables_come_last() -> None:
+    env = build_environment(
+        {"A": "platform", "B": "platform"}, {"B": "client", "C": "client"}, ENDPOINTS, term=None
+    )
+    assert env["A"] == "platform" and env["B"] == "client" and env["C"] == "client"
+    assert env["SSH_CONNECTION"] == "10.1.2.3 50000 127.0.0.1 2222"
+    assert env["SSH_CLIENT"] == "10.1.2.3 50000 2222"
+    assert "TERM" not in env
+
+
+def test_identity_variables_cannot_be_injected() -> None:
+    platform = {"HOME": "/x", "USER": "y"}
+    client = {"SHELL": "/z", "LOGNAME": "w", "MAIL": "m"}
+    env = build_environment(platform, client, ENDPOINTS, term=None)
+    assert not {"HOME", "USER", "SHELL", "LOGNAME", "MAIL"} & env.keys()
+
+
+def test_client_cannot_spoof_ssh_connection_or_term() -> None:
+    env = build_environment(
+        {}, {"SSH_CONNECTION": "1 2 3 4", "TERM": "evil"}, ENDPOINTS, term="xterm"
+    )
+    assert env["SSH_CONNECTION"] == "10.1.2.3 50000 127.0.0.1 2222"
+    assert env["TERM"] == "xterm"
+
+
+def test_values_are_kept_byte_for_byte() -> None:
+    value = "a b 'c' \"d\" $e \\f\ng ü"
+    assert build_environment({"V": value}, {}, ENDPOINTS, term=None)["V"] == value
+
+
+def test_names_execve_cannot_carry_are_dropped() -> None:
+    env = build_environment(
+        {"": "x", "A=B": "x", "N\0": "x", "OK": "bad\0value"}, {}, ENDPOINTS, None
+    )
+    assert not {"", "A=B", "N\0", "OK"} & env.keys()

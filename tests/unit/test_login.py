@@ -1,0 +1,39 @@
+import subprocess
+
+from sandbox_ssh._session.login import Mode, login_argv, stty_mode_arguments
+from sandbox_ssh.hooks import ROOT_USER, TerminalSize, UserInfo
+
+
+def test_character_and_flag_modes_become_stty_arguments() -> None:
+    modes = {1: 3, 3: 127, 4: 21, 6: 255, 53: 0, 51: 1, 91: 1, 42: 1, 200: 7}
+    assert stty_mode_arguments(modes) == [
+        "intr", "^C", "erase", "^?", "kill", "^U", "eol", "undef",
+        "iutf8", "icanon", "-echo", "cs8",
+    ]  # fmt: skip
+
+
+def test_unprintable_high_characters_are_left_undefined() -> None:
+    assert stty_mode_arguments({2: 200}) == ["quit", "undef"]
+
+
+def test_exec_argv_carries_the_command_as_one_argument() -> None:
+    argv = login_argv(Mode.EXEC, UserInfo("dev", 1000, 1000), "echo 'a b'; exit 3")
+    assert argv[:2] == ["/bin/sh", "-c"]
+    assert argv[3:] == ["sandbox-ssh", "exec", "dev", "", "", "echo 'a b'; exit 3"]
+
+
+def test_terminal_size_and_modes_are_passed_for_a_pty() -> None:
+    argv = login_argv(Mode.SHELL, ROOT_USER, None, TerminalSize(cols=100, rows=30), {53: 1})
+    assert argv[3:] == ["sandbox-ssh", "shell", "root", "30 100", "echo"]
+
+
+def test_login_script_is_valid_posix_sh() -> None:
+    script = login_argv(Mode.SHELL, ROOT_USER, None)[2]
+    for shell in ("sh", "bash"):
+        assert subprocess.run([shell, "-n", "-c", script]).returncode == 0
+
+
+def test_direct_mode_runs_argv_unchanged_as_the_current_user() -> None:
+    argv = login_argv(Mode.DIRECT, ROOT_USER, ["printf", "%s|", "$HOME", "a b"])
+    result = subprocess.run(argv, capture_output=True, text=True)
+    assert result.stdout == "$HOME|a b|"
