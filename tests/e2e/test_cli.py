@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from ..support.containers import Containers
 from ..support.gateway import CliGateway
@@ -101,8 +104,9 @@ def test_custom_session_label(tmp_path: Path, containers: Containers, client_too
         gateway.terminate()
 
 
-def test_sigterm_ends_live_sessions_and_exits_cleanly(
-    tmp_path: Path, containers: Containers, client_tools: None
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_ends_live_sessions_and_exits_cleanly(
+    tmp_path: Path, containers: Containers, client_tools: None, stop_signal: signal.Signals
 ) -> None:
     gateway, ssh = serve(tmp_path)
     sandbox = containers.start()
@@ -111,7 +115,7 @@ def test_sigterm_ends_live_sessions_and_exits_cleanly(
                        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
     assert client.stdout is not None
     assert client.stdout.readline() == b"up\n"
-    assert gateway.terminate() == 0
+    assert gateway.terminate(stop_signal) == 0
     assert client.wait(20) == 255
     assert "sleep 1007" not in sandbox.processes()
     assert "end=server stopped" in gateway.log_text()

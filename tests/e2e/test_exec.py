@@ -120,3 +120,15 @@ def test_keepalive_requests_are_answered(ssh: SSHClient, sandbox: Container) -> 
     result = ssh.run(sandbox.session_id, "sleep 4; echo alive", options=options)
     assert result.stdout == b"alive\n"
     assert result.returncode == 0
+
+
+def test_unserved_requests_are_refused_without_dropping_the_connection(
+    ssh: SSHClient, sandbox: Container
+) -> None:
+    assert sandbox.session_id
+    # -R asks for tcpip-forward (a global request); -A and -X ask for agent and X11 channels.
+    options = ["-R", "0:127.0.0.1:9", "-A", "-X", "-o", "ExitOnForwardFailure=no"]
+    result = ssh.run(sandbox.session_id, "echo still-served", options=options)
+    assert result.stdout == b"still-served\n"
+    assert result.returncode == 0
+    assert b"remote port forwarding failed" in result.stderr
