@@ -1,7 +1,9 @@
 """sandbox-ssh: an SSH gateway whose username is the session ID of a sandbox container."""
 
+from ._session.forwarding import ForwardingKind
 from .config import Config
 from .hooks import (
+    BoundListener,
     ConnectionTracker,
     EnvVarFetcher,
     OutputStream,
@@ -10,6 +12,7 @@ from .hooks import (
     Sandbox,
     SandboxEnsurer,
     SandboxError,
+    SandboxNetwork,
     SandboxProcess,
     SandboxProvider,
     SandboxStatus,
@@ -22,15 +25,18 @@ from .server import Server
 __version__ = "0.1.0"
 
 __all__ = [
+    "BoundListener",
     "Config",
     "ConnectionTracker",
     "EnvVarFetcher",
+    "ForwardingKind",
     "OutputStream",
     "ProcessSpec",
     "Release",
     "Sandbox",
     "SandboxEnsurer",
     "SandboxError",
+    "SandboxNetwork",
     "SandboxProcess",
     "SandboxProvider",
     "SandboxStatus",

@@ -14,6 +14,7 @@ import click
 import platformdirs
 
 from . import __version__
+from ._session.forwarding import ForwardingKind
 from ._ssh.hostkey import HostKeyError
 from .config import Config, parse_address
 from .providers.docker import DEFAULT_LABEL, DockerProvider
@@ -77,6 +78,26 @@ def main() -> None:
     help="Start a stopped or paused sandbox when a client connects.",
 )
 @click.option(
+    "--no-forwarding", is_flag=True, help="Refuse every kind of port and socket forwarding."
+)
+@click.option(
+    "--disable-forwarding",
+    "disabled_forwarding",
+    multiple=True,
+    type=click.Choice([kind.value for kind in ForwardingKind]),
+    help="Refuse one kind of forwarding (repeatable): local (-L, -D, -W), remote (-R), "
+    "local-socket (-L to a unix socket), remote-socket (-R from a unix socket).",
+)
+@click.option(
+    "--sftp-server",
+    "sftp_server",
+    default=None,
+    metavar="PATH",
+    help="Path of sftp-server inside the sandboxes. [default: the first of "
+    "/usr/lib/openssh/sftp-server, /usr/libexec/openssh/sftp-server, "
+    "/usr/lib/ssh/sftp-server, /usr/libexec/sftp-server]",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -89,6 +110,9 @@ def serve(
     docker_host: str | None,
     session_label: str,
     auto_start: bool,
+    no_forwarding: bool,
+    disabled_forwarding: tuple[str, ...],
+    sftp_server: str | None,
     log_level: str,
 ) -> None:
     """Serve SSH; every connection goes into the sandbox named by its username."""
@@ -105,6 +129,10 @@ def serve(
         sandbox_provider=provider,
         sandbox_ensurer=provider if auto_start else None,
         user_info_fetcher=provider,
+        disabled_forwarding=frozenset(ForwardingKind)
+        if no_forwarding
+        else frozenset(ForwardingKind(kind) for kind in disabled_forwarding),
+        sftp_server_path=sftp_server,
     )
     try:
         _run(_serve(config, provider))

@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._session.channel import SubsystemConfig
+from ._session.forwarding import ForwardingKind, ForwardingPolicy
 from .hooks import (
     ConnectionTracker,
     EnvVarFetcher,
@@ -32,6 +34,10 @@ class Config:
     connection_tracker: ConnectionTracker | None = None
     # Longest a client may take from TCP connect to finished authentication.
     login_timeout: float = 30.0
+    # Forwarding kinds that are switched off; everything is dialled inside the sandbox.
+    disabled_forwarding: frozenset[ForwardingKind] = frozenset()
+    # The sandbox's sftp-server; None searches the usual OpenSSH locations.
+    sftp_server_path: str | None = None
     server_version: str = "sandbox-ssh"
 
 
@@ -58,3 +64,13 @@ def parse_address(address: str) -> tuple[str, int]:
 
 def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def forwarding_policy(config: Config) -> ForwardingPolicy:
+    return ForwardingPolicy(frozenset(config.disabled_forwarding))
+
+
+def subsystem_config(config: Config) -> SubsystemConfig:
+    if config.sftp_server_path:
+        return SubsystemConfig(sftp_server_paths=(config.sftp_server_path,))
+    return SubsystemConfig()

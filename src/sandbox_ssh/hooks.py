@@ -6,6 +6,7 @@ Nothing here knows SSH; nothing here knows a particular container runtime.
 from __future__ import annotations
 
 import enum
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -124,6 +125,35 @@ class SandboxProvider(Protocol):
         """Release connections to the runtime."""
 
 
+@dataclass
+class BoundListener:
+    """A listening socket inside a sandbox; ``cleanup`` undoes what binding created."""
+
+    sock: socket.socket
+    cleanup: Callable[[], None] = lambda: None
+
+
+@runtime_checkable
+class SandboxNetwork(Protocol):
+    """Optional provider capability: sockets that live inside the sandbox.
+
+    Every address and path is the sandbox's own: ``127.0.0.1`` is its loopback,
+    and ``/run/x.sock`` is resolved in its filesystem with the user's rights.
+    Errors are SandboxError with a one-line reason.
+    """
+
+    def forwarding_problem(self) -> str | None:
+        """Why forwarding cannot work with this gateway's set-up, or None."""
+
+    async def connect_tcp(self, sandbox: Sandbox, host: str, port: int) -> socket.socket: ...
+
+    async def connect_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> socket.socket: ...
+
+    async def listen_tcp(self, sandbox: Sandbox, host: str, port: int) -> BoundListener: ...
+
+    async def listen_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> BoundListener: ...
+
+
 @runtime_checkable
 class SandboxEnsurer(Protocol):
     async def ensure_sandbox(self, session_id: str) -> None:
@@ -156,6 +186,7 @@ class ConnectionTracker(Protocol):
 
 __all__ = [
     "ROOT_USER",
+    "BoundListener",
     "ConnectionTracker",
     "EnvVarFetcher",
     "OutputStream",
@@ -164,6 +195,7 @@ __all__ = [
     "Sandbox",
     "SandboxEnsurer",
     "SandboxError",
+    "SandboxNetwork",
     "SandboxProcess",
     "SandboxProvider",
     "SandboxStatus",

@@ -10,11 +10,12 @@ from typing import Any
 
 import asyncssh
 
+from ._session.forwarding import ForwardingKind
 from ._session.resolve import Hooks
 from ._ssh.connection import GatewayConnection, GatewayState
 from ._ssh.hostkey import load_or_create_host_key
-from .config import Config, format_address, parse_address
-from .hooks import SandboxEnsurer
+from .config import Config, format_address, forwarding_policy, parse_address, subsystem_config
+from .hooks import SandboxEnsurer, SandboxNetwork
 
 log = logging.getLogger("sandbox_ssh.server")
 
@@ -37,7 +38,11 @@ class Server:
         )
         self._background: set[asyncio.Task[None]] = set()
         self._state = GatewayState(
-            hooks=self._hooks, tracker=config.connection_tracker, spawn=self._spawn
+            hooks=self._hooks,
+            tracker=config.connection_tracker,
+            spawn=self._spawn,
+            forwarding_policy=forwarding_policy(config),
+            subsystems=subsystem_config(config),
         )
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._stopped = asyncio.Event()
@@ -76,6 +81,16 @@ class Server:
             reuse_address=True,
         )
         log.info("listening on %s", self.addr)
+        self._report_forwarding()
+
+    def _report_forwarding(self) -> None:
+        provider = self.config.sandbox_provider
+        if not isinstance(provider, SandboxNetwork):
+            log.warning("forwarding is unavailable: the sandbox provider cannot open sockets")
+            return
+        problem = provider.forwarding_problem()
+        if problem and len(self._state.forwarding_policy.disabled) < len(ForwardingKind):
+            log.warning("forwarding is unavailable: %s; clients will get that reason", problem)
 
     async def serve_forever(self) -> None:
         """Serve until :meth:`stop` is called."""

@@ -45,8 +45,11 @@ class DockerHarness:
 
     def processes(self, sandbox_id: str) -> list[str]:
         out = docker("exec", sandbox_id, "ps", "-eo", "stat=,args=")
-        return [line.split(None, 1)[1] for line in out.splitlines()
-                if line.strip() and not line.split()[0].startswith("Z")]  # fmt: skip
+        return [
+            line.split(None, 1)[1]
+            for line in out.splitlines()
+            if line.strip() and not line.split()[0].startswith("Z")
+        ]
 
 
 @pytest.fixture(params=["docker"])

@@ -188,8 +188,10 @@ def test_signal_reaches_the_process(harness: Harness, name: str, status: int) ->
 def test_hangup_ends_the_session_but_spares_the_detached(harness: Harness) -> None:
     session_id = new_session_id()
     sandbox_id = harness.create(session_id)
-    script = ("nohup sleep 2001 >/dev/null 2>&1 & setsid sleep 2002 >/dev/null 2>&1 </dev/null & "
-              "trap '' TERM; sleep 2003 & echo up; sleep 2004")  # fmt: skip
+    script = (
+        "nohup sleep 2001 >/dev/null 2>&1 & setsid sleep 2002 >/dev/null 2>&1 </dev/null & "
+        "trap '' TERM; sleep 2003 & echo up; sleep 2004"
+    )
 
     async def scenario(provider: SandboxProvider) -> None:
         process = await start(provider, session_id, ProcessSpec(argv=["sh", "-c", script]))

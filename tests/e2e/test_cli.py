@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import pytest
 from ..support.containers import Containers
 from ..support.gateway import CliGateway
 from ..support.ssh import SSHClient
+from ..support.system import ensure_commands
+from ..support.wait import wait_until
 
 
 def serve(tmp_path: Path, *args: str) -> tuple[CliGateway, SSHClient]:
@@ -54,8 +57,10 @@ def test_serve_runs_commands_and_logs_each_connection(
 def test_defaults_are_loopback_and_a_key_in_the_state_directory(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "sandbox_ssh", "serve"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "XDG_STATE_HOME": str(tmp_path)},
-    )  # fmt: skip
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "XDG_STATE_HOME": str(tmp_path)},
+    )
     try:
         assert process.stderr is not None
         first_line = process.stderr.readline()
@@ -73,8 +78,14 @@ def test_help_documents_every_option() -> None:
     ).stdout
     help_text = " ".join(help_text.split())
     assert "[default: 127.0.0.1:2222]" in help_text
-    for option in ("--listen", "--host-key", "--docker-host", "--session-label",
-                   "--auto-start / --no-auto-start", "--log-level"):  # fmt: skip
+    for option in (
+        "--listen",
+        "--host-key",
+        "--docker-host",
+        "--session-label",
+        "--auto-start / --no-auto-start",
+        "--log-level",
+    ):
         assert option in help_text
 
 
@@ -111,8 +122,13 @@ def test_stop_signal_ends_live_sessions_and_exits_cleanly(
     gateway, ssh = serve(tmp_path)
     sandbox = containers.start()
     assert sandbox.session_id
-    client = ssh.popen(sandbox.session_id, "echo up; sleep 1007", stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
+    client = ssh.popen(
+        sandbox.session_id,
+        "echo up; sleep 1007",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     assert client.stdout is not None
     assert client.stdout.readline() == b"up\n"
     assert gateway.terminate(stop_signal) == 0
@@ -149,10 +165,20 @@ def test_corrupt_host_key_is_a_clear_error_and_left_alone(tmp_path: Path) -> Non
     key.write_bytes(b"this is not a key\n")
     key.chmod(0o600)
     result = subprocess.run(
-        [sys.executable, "-m", "sandbox_ssh", "serve", "--listen", "127.0.0.1:0",
-         "--host-key", str(key)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sandbox_ssh",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--host-key",
+            str(key),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode != 0
     assert f"host key {key} cannot be used" in result.stderr
     assert "Traceback" not in result.stderr
@@ -163,10 +189,20 @@ def test_unreadable_host_key_is_a_clear_error(tmp_path: Path) -> None:
     key = tmp_path / "host_key"
     key.symlink_to(tmp_path / "missing-target")  # present but unreadable: never replaced
     result = subprocess.run(
-        [sys.executable, "-m", "sandbox_ssh", "serve", "--listen", "127.0.0.1:0",
-         "--host-key", str(key)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sandbox_ssh",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--host-key",
+            str(key),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode != 0
     assert f"host key {key} cannot be used" in result.stderr
     assert "Traceback" not in result.stderr
@@ -182,3 +218,69 @@ def test_bad_listen_address_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "is not HOST:PORT" in result.stderr
+
+
+def test_no_forwarding_flag_prohibits_forwarding(
+    tmp_path: Path, containers: Containers, client_tools: None
+) -> None:
+    gateway, ssh = serve(tmp_path, "--no-forwarding")
+    try:
+        sandbox = containers.start()
+        assert sandbox.session_id
+        result = ssh.run(sandbox.session_id, options=["-W", "127.0.0.1:22"])
+        assert result.returncode == 255
+        assert b"administratively prohibited" in result.stderr
+        remote = ssh.run(sandbox.session_id, "echo ran", options=["-R", "0:127.0.0.1:9"])
+        assert remote.stdout == b"ran\n"
+        assert b"remote port forwarding failed" in remote.stderr
+    finally:
+        gateway.terminate()
+
+
+def test_disable_one_forwarding_kind(
+    tmp_path: Path, containers: Containers, client_tools: None
+) -> None:
+    gateway, ssh = serve(tmp_path, "--disable-forwarding", "remote")
+    try:
+        sandbox = containers.start()
+        assert sandbox.session_id
+        remote = ssh.run(sandbox.session_id, "echo ran", options=["-R", "0:127.0.0.1:9"])
+        assert b"remote port forwarding failed" in remote.stderr
+        local = ssh.run(sandbox.session_id, options=["-W", "127.0.0.1:1"])
+        assert b"administratively prohibited" not in local.stderr  # local still allowed
+    finally:
+        gateway.terminate()
+
+
+def test_remote_docker_host_says_why_forwarding_is_unavailable(
+    tmp_path: Path, containers: Containers, client_tools: None
+) -> None:
+    """Through a TCP Docker endpoint the gateway cannot enter the sandbox's namespaces."""
+    ensure_commands("socat")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bridge = subprocess.Popen(
+        [
+            "socat",
+            f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+            "UNIX-CONNECT:/var/run/docker.sock",
+        ]
+    )
+    try:
+        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
+        gateway, ssh = serve(tmp_path, "--docker-host", f"tcp://127.0.0.1:{port}")
+        try:
+            log = gateway.wait_for_log(lambda text: "forwarding is unavailable" in text)
+            assert "forwarding needs the gateway on the Docker host" in log
+            sandbox = containers.start()
+            assert sandbox.session_id
+            assert ssh.run(sandbox.session_id, "echo works").stdout == b"works\n"
+            refused = ssh.run(sandbox.session_id, options=["-v", "-W", "127.0.0.1:22"])
+            assert b"administratively prohibited" in refused.stderr
+            assert b"forwarding needs the gateway on the Docker host" in refused.stderr
+        finally:
+            gateway.terminate()
+    finally:
+        bridge.terminate()
+        bridge.wait()

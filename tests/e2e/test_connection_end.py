@@ -91,8 +91,10 @@ def test_no_process_is_left_after_a_disconnect_but_nohup_survives(
     ssh: SSHClient, sandbox: Container
 ) -> None:
     assert sandbox.session_id
-    command = ("nohup sleep 1002 >/dev/null 2>&1 & setsid sleep 1003 >/dev/null 2>&1 </dev/null & "
-               "sleep 1001 & sleep 1000")  # fmt: skip
+    command = (
+        "nohup sleep 1002 >/dev/null 2>&1 & setsid sleep 1003 >/dev/null 2>&1 </dev/null & "
+        "sleep 1001 & sleep 1000"
+    )
     client = started(ssh, sandbox.session_id, command, "running")
     wait_until(lambda: "sleep 1003" in sandbox.processes())
     client.kill()
@@ -111,8 +113,13 @@ def test_interactive_shell_is_hung_up_when_the_client_dies(
     ssh: SSHClient, sandbox: Container
 ) -> None:
     assert sandbox.session_id
-    client = ssh.popen(sandbox.session_id, options=["-tt"], stdin=subprocess.PIPE,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    client = ssh.popen(
+        sandbox.session_id,
+        options=["-tt"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert client.stdin is not None and client.stdout is not None
     client.stdin.write(b"sleep 1004 & sleep 1005 &\necho mark-$((6*7))\n")
     client.stdin.flush()
@@ -121,10 +128,14 @@ def test_interactive_shell_is_hung_up_when_the_client_dies(
     client.send_signal(signal.SIGKILL)
     client.wait()
     wait_until(
-        lambda: not any(p.startswith(("sleep 1004", "sleep 1005", "-bash", "/bin/bash"))
-                        for p in sandbox.processes()),
+        lambda: (
+            not any(
+                p.startswith(("sleep 1004", "sleep 1005", "-bash", "/bin/bash"))
+                for p in sandbox.processes()
+            )
+        ),
         message="the interactive session outlived the client",
-    )  # fmt: skip
+    )
 
 
 def test_server_stop_ends_live_connections(

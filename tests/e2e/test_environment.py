@@ -72,8 +72,13 @@ def test_runs_as_the_containers_configured_user(
         sandbox.session_id, 'id -un; id -u; id -g; echo "$HOME"; pwd; echo "$SHELL"'
     )
     assert result.stdout.decode().splitlines() == [
-        "dev", "1000", "1000", "/home/dev", "/home/dev", "/bin/bash",
-    ]  # fmt: skip
+        "dev",
+        "1000",
+        "1000",
+        "/home/dev",
+        "/home/dev",
+        "/bin/bash",
+    ]
     written = gw.client.run(sandbox.session_id, "touch ~/made-by-ssh && stat -c %U ~/made-by-ssh")
     assert written.stdout == b"dev\n"
 

@@ -34,8 +34,11 @@ class Container:
     def processes(self) -> list[str]:
         """Command lines of every live process (zombies excluded)."""
         out = self.exec("ps", "-eo", "stat=,args=")
-        return [line.split(None, 1)[1] for line in out.splitlines()
-                if line.strip() and not line.split()[0].startswith("Z")]  # fmt: skip
+        return [
+            line.split(None, 1)[1]
+            for line in out.splitlines()
+            if line.strip() and not line.split()[0].startswith("Z")
+        ]
 
     def state(self) -> dict[str, object]:
         info: list[dict[str, dict[str, object]]] = json.loads(docker("inspect", self.id))

@@ -67,9 +67,10 @@ class CliGateway:
         self._lock = threading.Lock()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sandbox_ssh", "serve", *self.args],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
-        )  # fmt: skip
+        )
         self.host, self.port = self._wait_listening()
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()

@@ -18,16 +18,28 @@ class SSHClient:
         self.known_hosts = workdir / "known_hosts"
         self.known_hosts.write_text(f"[{host}]:{port} {public[0]} {public[1]}\n")
         self.options = [
-            "-F", "/dev/null",
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes",
-            "-o", "ConnectTimeout=30",
-        ]  # fmt: skip
+            "-F",
+            "/dev/null",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=30",
+        ]
 
     def ssh_argv(self, session_id: str, *args: str, options: Sequence[str] = ()) -> list[str]:
-        return ["ssh", *self.options, *options, "-p", str(self.port),
-                f"{session_id}@{self.host}", *args]  # fmt: skip
+        return [
+            "ssh",
+            *self.options,
+            *options,
+            "-p",
+            str(self.port),
+            f"{session_id}@{self.host}",
+            *args,
+        ]
 
     def run(
         self,

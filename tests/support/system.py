@@ -24,6 +24,7 @@ _PACKAGE_FOR = {
     "ssh-keygen": "openssh-client",
     "rsync": "rsync",
     "socat": "socat",
+    "gcc": "gcc",
 }
 
 
@@ -33,8 +34,12 @@ def apt_install(*packages: str) -> None:
     if not _APT_UPDATED:
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         _APT_UPDATED = True
-    subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, env=env,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *packages],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def ensure_commands(*commands: str) -> None:
@@ -65,6 +70,16 @@ def ensure_dockerd(timeout: float = 90.0) -> None:
 
 def ensure_sandbox_image() -> str:
     ensure_commands("debootstrap")
-    subprocess.run([str(REPO_ROOT / "scripts" / "build-sandbox-image.sh"), SANDBOX_IMAGE],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [str(REPO_ROOT / "scripts" / "build-sandbox-image.sh"), SANDBOX_IMAGE], check=True
+    )
     return SANDBOX_IMAGE
+
+
+def build_static_binary(source: Path, output: Path) -> Path:
+    """Compile a test helper as a static binary, so it runs in any Linux sandbox."""
+    ensure_commands("gcc")
+    if not list(Path("/usr/lib").glob("*/libc.a")):
+        apt_install("libc6-dev")
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(output), str(source)], check=True)
+    return output

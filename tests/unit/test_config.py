@@ -17,8 +17,9 @@ def test_valid_addresses(text: str, expected: tuple[str, int]) -> None:
     assert parse_address(text) == expected
 
 
-@pytest.mark.parametrize("text", ["2222", "host", "127.0.0.1:", "127.0.0.1:70000", "example.com:22",
-                                  "1.2.3.4:-1"])  # fmt: skip
+@pytest.mark.parametrize(
+    "text", ["2222", "host", "127.0.0.1:", "127.0.0.1:70000", "example.com:22", "1.2.3.4:-1"]
+)
 def test_invalid_addresses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_address(text)

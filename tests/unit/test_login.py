@@ -7,9 +7,19 @@ from sandbox_ssh.hooks import ROOT_USER, TerminalSize, UserInfo
 def test_character_and_flag_modes_become_stty_arguments() -> None:
     modes = {1: 3, 3: 127, 4: 21, 6: 255, 53: 0, 51: 1, 91: 1, 42: 1, 200: 7}
     assert stty_mode_arguments(modes) == [
-        "intr", "^C", "erase", "^?", "kill", "^U", "eol", "undef",
-        "iutf8", "icanon", "-echo", "cs8",
-    ]  # fmt: skip
+        "intr",
+        "^C",
+        "erase",
+        "^?",
+        "kill",
+        "^U",
+        "eol",
+        "undef",
+        "iutf8",
+        "icanon",
+        "-echo",
+        "cs8",
+    ]
 
 
 def test_unprintable_high_characters_are_left_undefined() -> None:

@@ -44,6 +44,24 @@ class ChannelOutput(Protocol):
         """Send exit-status, EOF and close, after everything written so far."""
 
 
+SFTP_SERVER_PATHS = (
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/lib/ssh/sftp-server",
+    "/usr/libexec/sftp-server",
+)
+_FIND_EXECUTABLE = (
+    'for p; do if [ -f "$p" ] && [ -x "$p" ]; then echo "$p"; exit 0; fi; done; exit 1'
+)
+
+
+@dataclass(frozen=True)
+class SubsystemConfig:
+    """Where the sandbox's own sftp-server may be; the first executable one is run."""
+
+    sftp_server_paths: tuple[str, ...] = SFTP_SERVER_PATHS
+
+
 @dataclass(frozen=True)
 class PtyRequest:
     term: str
@@ -59,6 +77,9 @@ class SessionChannel:
         endpoints: Endpoints,
         output: ChannelOutput,
         spawn: Spawn,
+        *,
+        subsystems: SubsystemConfig | None = None,
+        subsystem_cache: dict[str, str] | None = None,
     ) -> None:
         self._provider = provider
         self._connection = connection
@@ -66,10 +87,12 @@ class SessionChannel:
         self._output = output
         self._spawn = spawn
         self._pty: PtyRequest | None = None
+        self._subsystems = subsystems or SubsystemConfig()
+        self._subsystem_cache = subsystem_cache if subsystem_cache is not None else {}
+        self._subsystem_argv: list[str] = []
         self._client_env: dict[str, str] = {}
         self._mode: login.Mode | None = None
         self._process: SandboxProcess | None = None
-        self._started = asyncio.Event()
         self._stdin: collections.deque[bytes | None] = collections.deque()
         self._stdin_bytes = 0
         self._stdin_ready = asyncio.Event()
@@ -90,6 +113,48 @@ class SessionChannel:
 
     def set_env(self, name: str, value: str) -> None:
         self._client_env[name] = value
+
+    async def prepare_subsystem(self, name: str) -> bool:
+        """Whether the subsystem can run; a refusal's reason goes to the client's stderr."""
+        if name != "sftp":
+            return False
+        path = self._subsystem_cache.get(name)
+        if path is None:
+            candidates = self._subsystems.sftp_server_paths
+            path = await self._find_executable(candidates)
+            if path is None:
+                looked = ", ".join(candidates)
+                reason = f"sandbox-ssh: this sandbox has no sftp-server (looked in {looked})"
+                self._output.write(reason.encode() + b"\n", OutputStream.STDERR)
+                log.info("session %s: %s", self._connection.session_id, reason)
+                return False
+            self._subsystem_cache[name] = path
+        self._subsystem_argv = [path]
+        return True
+
+    async def _find_executable(self, candidates: tuple[str, ...]) -> str | None:
+        spec = ProcessSpec(
+            argv=["/bin/sh", "-c", _FIND_EXECUTABLE, "sandbox-ssh", *candidates],
+            user=self._connection.user,
+        )
+        try:
+            process = await self._provider.start_process(self._connection.sandbox, spec)
+        except Exception as error:
+            log.warning(
+                "session %s: cannot look for a subsystem: %s",
+                self._connection.session_id,
+                one_line(error),
+            )
+            return None
+        try:
+            output = bytearray()
+            while (chunk := await process.read_output()) is not None:
+                if chunk[0] is OutputStream.STDOUT:
+                    output += chunk[1]
+            found = output.decode(errors="replace").strip()
+            return found if await process.wait() == 0 and found in candidates else None
+        finally:
+            await process.close()
 
     def start(self, mode: login.Mode, command: str | None) -> None:
         self._mode = mode
@@ -152,14 +217,14 @@ class SessionChannel:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            log.warning("session %s: cannot start process: %s", self._connection.session_id,
-                        one_line(error))  # fmt: skip
+            log.warning(
+                "session %s: cannot start process: %s", self._connection.session_id, one_line(error)
+            )
             self._output.write(f"sandbox-ssh: {one_line(error)}\r\n".encode(), OutputStream.STDERR)
             self._finished = True
             self._output.exit(255)
             return
         self._process = process
-        self._started.set()
         if self._closed:
             self._spawn(self._hang_up(process, running=True))
             return
@@ -187,7 +252,7 @@ class SessionChannel:
         argv = login.login_argv(
             mode,
             user,
-            command,
+            self._subsystem_argv if mode is login.Mode.DIRECT else command,
             terminal=terminal,
             terminal_modes=self._pty.modes if self._pty else None,
         )

@@ -67,17 +67,56 @@ esac
 
 # SSH terminal-mode opcodes (RFC 4254 section 8) and their stty names.
 _CHARACTER_MODES: Mapping[int, str] = {
-    1: "intr", 2: "quit", 3: "erase", 4: "kill", 5: "eof", 6: "eol", 7: "eol2",
-    8: "start", 9: "stop", 10: "susp", 12: "rprnt", 13: "werase", 14: "lnext", 18: "discard",
-}  # fmt: skip
+    1: "intr",
+    2: "quit",
+    3: "erase",
+    4: "kill",
+    5: "eof",
+    6: "eol",
+    7: "eol2",
+    8: "start",
+    9: "stop",
+    10: "susp",
+    12: "rprnt",
+    13: "werase",
+    14: "lnext",
+    18: "discard",
+}
 _FLAG_MODES: Mapping[int, str] = {
-    30: "ignpar", 31: "parmrk", 32: "inpck", 33: "istrip", 34: "inlcr", 35: "igncr",
-    36: "icrnl", 37: "iuclc", 38: "ixon", 39: "ixany", 40: "ixoff", 41: "imaxbel",
-    42: "iutf8", 50: "isig", 51: "icanon", 53: "echo", 54: "echoe", 55: "echok",
-    56: "echonl", 57: "noflsh", 58: "tostop", 59: "iexten", 60: "echoctl", 61: "echoke",
-    62: "pendin", 70: "opost", 71: "olcuc", 72: "onlcr", 73: "ocrnl", 74: "onocr",
-    75: "onlret", 92: "parenb", 93: "parodd",
-}  # fmt: skip
+    30: "ignpar",
+    31: "parmrk",
+    32: "inpck",
+    33: "istrip",
+    34: "inlcr",
+    35: "igncr",
+    36: "icrnl",
+    37: "iuclc",
+    38: "ixon",
+    39: "ixany",
+    40: "ixoff",
+    41: "imaxbel",
+    42: "iutf8",
+    50: "isig",
+    51: "icanon",
+    53: "echo",
+    54: "echoe",
+    55: "echok",
+    56: "echonl",
+    57: "noflsh",
+    58: "tostop",
+    59: "iexten",
+    60: "echoctl",
+    61: "echoke",
+    62: "pendin",
+    70: "opost",
+    71: "olcuc",
+    72: "onlcr",
+    73: "ocrnl",
+    74: "onocr",
+    75: "onlret",
+    92: "parenb",
+    93: "parodd",
+}
 _DISABLED_CHARACTER = 255
 
 
@@ -122,5 +161,14 @@ def login_argv(
         tail = list(command)
     size = f"{terminal.rows} {terminal.cols}" if terminal else ""
     modes = " ".join(stty_mode_arguments(terminal_modes or {})) if terminal else ""
-    return ["/bin/sh", "-c", LOGIN_SCRIPT, "sandbox-ssh", mode.value, user.username,
-            size, modes, *tail]  # fmt: skip
+    return [
+        "/bin/sh",
+        "-c",
+        LOGIN_SCRIPT,
+        "sandbox-ssh",
+        mode.value,
+        user.username,
+        size,
+        modes,
+        *tail,
+    ]

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
 
-from .._session.channel import SessionChannel
+from .._session.channel import SessionChannel, SubsystemConfig
 from .._session.environment import Endpoints
+from .._session.forwarding import Forwarding, ForwardingPolicy
 from .._session.resolve import ConnectionRejected, Hooks, ResolvedConnection, resolve_connection
 from ..hooks import ConnectionTracker, Release
+from . import forwarding
 from .session import SSHChannelAdapter
 
 log = logging.getLogger("sandbox_ssh.server")
@@ -29,6 +31,8 @@ class GatewayState:
     hooks: Hooks
     tracker: ConnectionTracker | None
     spawn: Spawn
+    forwarding_policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
+    subsystems: SubsystemConfig = field(default_factory=SubsystemConfig)
     connections: set[GatewayConnection] = field(default_factory=set)
     stopping: bool = False
 
@@ -37,6 +41,11 @@ def _address(info: Any) -> tuple[str, int]:
     if isinstance(info, tuple) and len(info) >= 2:
         return str(info[0]), int(info[1])
     return "unknown", 0
+
+
+async def _refused() -> bool:
+    # Global requests have no reason field; a plain failure is what sshd sends too.
+    return False
 
 
 class GatewayConnection(asyncssh.SSHServer):
@@ -50,6 +59,8 @@ class GatewayConnection(asyncssh.SSHServer):
         self._local = ("unknown", 0)
         self._outcome: str | None = None
         self._channels: set[SessionChannel] = set()
+        self._forwarding: Forwarding | None = None
+        self._subsystem_cache: dict[str, str] = {}
 
     @property
     def session_id(self) -> str | None:
@@ -67,6 +78,9 @@ class GatewayConnection(asyncssh.SSHServer):
         except ConnectionRejected as rejection:
             self._outcome = f"rejected: {rejection}"
             raise asyncssh.DisconnectError(asyncssh.DISC_BY_APPLICATION, str(rejection)) from None
+        self._forwarding = Forwarding(
+            self._state.hooks.provider, self._resolved, self._state.forwarding_policy
+        )
         # The username is the session ID; no further authentication in this mode.
         return False
 
@@ -75,8 +89,11 @@ class GatewayConnection(asyncssh.SSHServer):
         assert resolved is not None
         log.info(
             "connection opened: session=%s remote=%s:%d sandbox=%s user=%s",
-            resolved.session_id, *self._peer, resolved.sandbox.id[:12], resolved.user.username,
-        )  # fmt: skip
+            resolved.session_id,
+            *self._peer,
+            resolved.sandbox.id[:12],
+            resolved.user.username,
+        )
         if self._state.tracker is not None:
             try:
                 self._release = self._state.tracker.track(resolved.session_id)
@@ -91,30 +108,49 @@ class GatewayConnection(asyncssh.SSHServer):
 
         def make_session(adapter: SSHChannelAdapter) -> SessionChannel:
             channel = SessionChannel(
-                self._state.hooks.provider, resolved, endpoints, adapter, self._state.spawn
+                self._state.hooks.provider,
+                resolved,
+                endpoints,
+                adapter,
+                self._state.spawn,
+                subsystems=self._state.subsystems,
+                subsystem_cache=self._subsystem_cache,
             )
             self._channels.add(channel)
             return channel
 
         return SSHChannelAdapter(make_session)
 
+    # Forwarding: always inside the sandbox; see _ssh/forwarding.py.
+
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
-    ) -> bool:
-        raise asyncssh.ChannelOpenError(
-            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "port forwarding is not available"
-        )
+    ) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
+        return forwarding.open_direct_tcp(self._require_forwarding(), dest_host, dest_port)
 
-    def unix_connection_requested(self, dest_path: str) -> bool:
-        raise asyncssh.ChannelOpenError(
-            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "socket forwarding is not available"
-        )
+    def unix_connection_requested(
+        self, dest_path: str
+    ) -> Awaitable[asyncssh.SSHUNIXSession[bytes]]:
+        return forwarding.open_direct_unix(self._require_forwarding(), dest_path)
 
-    def server_requested(self, listen_host: str, listen_port: int) -> bool:
-        return False
+    def server_requested(
+        self, listen_host: str, listen_port: int
+    ) -> Awaitable[asyncssh.SSHListener | bool]:
+        if self._conn is None or self._forwarding is None or self._state.stopping:
+            return _refused()
+        return forwarding.listen_tcp(self._conn, self._forwarding, listen_host, listen_port)
 
-    def unix_server_requested(self, listen_path: str) -> bool:
-        return False
+    def unix_server_requested(self, listen_path: str) -> Awaitable[asyncssh.SSHListener | bool]:
+        if self._conn is None or self._forwarding is None or self._state.stopping:
+            return _refused()
+        return forwarding.listen_unix(self._conn, self._forwarding, listen_path)
+
+    def _require_forwarding(self) -> Forwarding:
+        if self._forwarding is None or self._state.stopping:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "the gateway is shutting down"
+            )
+        return self._forwarding
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state.connections.discard(self)
@@ -130,8 +166,11 @@ class GatewayConnection(asyncssh.SSHServer):
         outcome = self._outcome or self._describe_end(exc)
         log.info(
             "connection closed: session=%s remote=%s:%d duration=%.3fs end=%s",
-            self.session_id or "-", *self._peer, time.monotonic() - self._opened_at, outcome,
-        )  # fmt: skip
+            self.session_id or "-",
+            *self._peer,
+            time.monotonic() - self._opened_at,
+            outcome,
+        )
 
     def _describe_end(self, exc: Exception | None) -> str:
         if self._state.stopping:

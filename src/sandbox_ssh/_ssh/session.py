@@ -33,6 +33,8 @@ class SSHChannelAdapter(asyncssh.SSHServerSession[bytes]):
         self._writable = asyncio.Event()
         self._writable.set()
         self._exited = False
+        self._mode: tuple[login.Mode, str | None] = (login.Mode.SHELL, None)
+        self._subsystem_task: asyncio.Task[None] | None = None
 
     # ChannelOutput
 
@@ -82,15 +84,43 @@ class SSHChannelAdapter(asyncssh.SSHServerSession[bytes]):
         )
 
     def shell_requested(self) -> bool:
-        self._mode: tuple[login.Mode, str | None] = (login.Mode.SHELL, None)
+        self._mode = (login.Mode.SHELL, None)
         return True
 
     def exec_requested(self, command: str) -> bool:
         self._mode = (login.Mode.EXEC, command)
         return True
 
-    def subsystem_requested(self, subsystem: str) -> bool:
-        return False  # no subsystem is served yet; the client reports the refusal
+    # None defers the reply, which asyncssh supports but does not type.
+    def subsystem_requested(self, subsystem: str) -> bool | None:  # type: ignore[override]
+        assert self._session is not None
+        self._mode = (login.Mode.DIRECT, None)
+        # Whether the sandbox has the subsystem is only known after asking it. asyncssh
+        # defers the reply when this returns None, until _report_response is called.
+        self._subsystem_task = asyncio.ensure_future(self._answer_subsystem(subsystem))
+        return None
+
+    async def _answer_subsystem(self, subsystem: str) -> None:
+        assert self._session is not None
+        try:
+            accepted = await self._session.prepare_subsystem(subsystem)
+        except Exception:
+            accepted = False
+        if self._chan is None or self._exited:
+            return
+        if not accepted:
+            await self._flush_to_client()
+        self._chan._report_response(accepted)
+
+    async def _flush_to_client(self) -> None:
+        """Wait for one round trip, so the client has printed our stderr before the refusal.
+
+        OpenSSH exits on a refused subsystem without draining channel data that
+        arrived in the same read; a keepalive answered in between separates them.
+        """
+        assert self._chan is not None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._chan.get_connection()._make_keepalive_request(), 2)
 
     def session_started(self) -> None:
         assert self._session is not None and self._chan is not None

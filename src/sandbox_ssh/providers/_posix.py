@@ -15,9 +15,22 @@ PID_REPORT_SCRIPT = 'echo "$$"; exec "$@"'
 
 # sshd accepts these names in a "signal" channel request (RFC 4254 6.10).
 SIGNAL_NAMES = frozenset(
-    {"ABRT", "ALRM", "FPE", "HUP", "ILL", "INT", "KILL", "PIPE", "QUIT", "SEGV", "TERM",
-     "USR1", "USR2"}
-)  # fmt: skip
+    {
+        "ABRT",
+        "ALRM",
+        "FPE",
+        "HUP",
+        "ILL",
+        "INT",
+        "KILL",
+        "PIPE",
+        "QUIT",
+        "SEGV",
+        "TERM",
+        "USR1",
+        "USR2",
+    }
+)
 
 # $1 session ID (= the leader's PID), $2 grace in tenths of a second.
 HANGUP_SCRIPT = r"""
@@ -64,8 +77,14 @@ def pid_report_argv(argv: Sequence[str]) -> list[str]:
 def signal_argv(pid: int, signal_name: str) -> list[str]:
     if signal_name not in SIGNAL_NAMES:
         raise ValueError(f"unknown signal {signal_name!r}")
-    return ["/bin/sh", "-c", 'kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"',
-            "sandbox-ssh", signal_name, str(pid)]  # fmt: skip
+    return [
+        "/bin/sh",
+        "-c",
+        'kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"',
+        "sandbox-ssh",
+        signal_name,
+        str(pid),
+    ]
 
 
 def hangup_argv(pid: int, grace_seconds: float) -> list[str]:

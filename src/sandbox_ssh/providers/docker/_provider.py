@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any
 
@@ -10,6 +11,7 @@ import aiodocker
 import aiohttp
 
 from ...hooks import (
+    BoundListener,
     ProcessSpec,
     Sandbox,
     SandboxError,
@@ -17,7 +19,8 @@ from ...hooks import (
     SandboxStatus,
     UserInfo,
 )
-from ._client import open_client
+from ._client import open_client, resolve_docker_host
+from ._network import DockerNetwork
 from ._process import DockerProcess
 
 DEFAULT_LABEL = "sandbox-ssh.session"
@@ -47,8 +50,10 @@ class DockerProvider:
     """Finds sandboxes by label and runs processes in them through the Engine API.
 
     Also a :class:`~sandbox_ssh.SandboxEnsurer` (starts a stopped or paused
-    container) and a :class:`~sandbox_ssh.UserInfoFetcher` (the container's
-    configured ``User``, resolved inside it).
+    container), a :class:`~sandbox_ssh.UserInfoFetcher` (the container's
+    configured ``User``, resolved inside it) and a
+    :class:`~sandbox_ssh.SandboxNetwork` (sockets made inside the container's
+    namespaces, when the gateway runs as root on the Docker host).
     """
 
     def __init__(
@@ -64,6 +69,9 @@ class DockerProvider:
         self._client: aiodocker.Docker | None = None
         self._connector: aiohttp.BaseConnector | None = None
         self._user_cache: dict[tuple[str, str], tuple[float, UserInfo]] = {}
+        self._network = DockerNetwork(
+            lambda: self.docker, resolve_docker_host(docker_host).startswith("unix://")
+        )
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -190,3 +198,20 @@ class DockerProvider:
         )
         await process.start(spec)
         return process
+
+    # SandboxNetwork
+
+    def forwarding_problem(self) -> str | None:
+        return self._network.forwarding_problem()
+
+    async def connect_tcp(self, sandbox: Sandbox, host: str, port: int) -> socket.socket:
+        return await self._network.connect_tcp(sandbox, host, port)
+
+    async def connect_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> socket.socket:
+        return await self._network.connect_unix(sandbox, path, user)
+
+    async def listen_tcp(self, sandbox: Sandbox, host: str, port: int) -> BoundListener:
+        return await self._network.listen_tcp(sandbox, host, port)
+
+    async def listen_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> BoundListener:
+        return await self._network.listen_unix(sandbox, path, user)

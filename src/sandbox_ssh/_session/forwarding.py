@@ -1,0 +1,106 @@
+"""Forwarding policy: what may be dialled or listened on, always inside the sandbox."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import socket
+from dataclasses import dataclass
+
+from ..hooks import BoundListener, SandboxNetwork, SandboxProvider
+from .resolve import ResolvedConnection, one_line
+
+log = logging.getLogger("sandbox_ssh.forwarding")
+
+
+class ForwardingKind(enum.Enum):
+    LOCAL = "local"  # direct-tcpip: ssh -L, -D, -W
+    REMOTE = "remote"  # tcpip-forward: ssh -R
+    LOCAL_SOCKET = "local-socket"  # direct-streamlocal@openssh.com: ssh -L port:/path
+    REMOTE_SOCKET = "remote-socket"  # streamlocal-forward@openssh.com: ssh -R /path:...
+
+
+@dataclass(frozen=True)
+class ForwardingPolicy:
+    """Which forwarding kinds are allowed; all of them by default, as with sshd."""
+
+    disabled: frozenset[ForwardingKind] = frozenset()
+
+    @classmethod
+    def none(cls) -> ForwardingPolicy:
+        return cls(frozenset(ForwardingKind))
+
+    def allows(self, kind: ForwardingKind) -> bool:
+        return kind not in self.disabled
+
+
+class ForwardingRefused(Exception):
+    """``prohibited``: by policy (SSH's "administratively prohibited"); else it failed."""
+
+    def __init__(self, reason: str, *, prohibited: bool) -> None:
+        super().__init__(reason)
+        self.prohibited = prohibited
+
+
+def loopback_for(listen_host: str) -> str:
+    """Where a remote forward listens: loopback only, like sshd's default GatewayPorts=no."""
+    return "::1" if listen_host.strip("[]") in ("::1", "::") else "127.0.0.1"
+
+
+class Forwarding:
+    """The forwarding requests of one connection."""
+
+    def __init__(
+        self, provider: SandboxProvider, connection: ResolvedConnection, policy: ForwardingPolicy
+    ) -> None:
+        self._network = provider if isinstance(provider, SandboxNetwork) else None
+        self._connection = connection
+        self._policy = policy
+
+    def _require(self, kind: ForwardingKind) -> SandboxNetwork:
+        if not self._policy.allows(kind):
+            raise ForwardingRefused(
+                f"{kind.value} forwarding is disabled on this gateway", prohibited=True
+            )
+        if self._network is None:
+            raise ForwardingRefused(
+                "this sandbox provider cannot forward connections", prohibited=True
+            )
+        problem = self._network.forwarding_problem()
+        if problem:
+            raise ForwardingRefused(problem, prohibited=True)
+        return self._network
+
+    async def connect_tcp(self, host: str, port: int) -> socket.socket:
+        network = self._require(ForwardingKind.LOCAL)
+        try:
+            return await network.connect_tcp(self._connection.sandbox, host, port)
+        except Exception as error:
+            raise ForwardingRefused(one_line(error), prohibited=False) from error
+
+    async def connect_unix(self, path: str) -> socket.socket:
+        network = self._require(ForwardingKind.LOCAL_SOCKET)
+        if not path.startswith("/"):
+            raise ForwardingRefused(f"socket path {path!r} is not absolute", prohibited=False)
+        try:
+            return await network.connect_unix(self._connection.sandbox, path, self._connection.user)
+        except Exception as error:
+            raise ForwardingRefused(one_line(error), prohibited=False) from error
+
+    async def listen_tcp(self, host: str, port: int) -> BoundListener:
+        network = self._require(ForwardingKind.REMOTE)
+        if 0 < port < 1024 and self._connection.user.uid != 0:
+            raise ForwardingRefused(f"port {port} is privileged", prohibited=True)
+        try:
+            return await network.listen_tcp(self._connection.sandbox, loopback_for(host), port)
+        except Exception as error:
+            raise ForwardingRefused(one_line(error), prohibited=False) from error
+
+    async def listen_unix(self, path: str) -> BoundListener:
+        network = self._require(ForwardingKind.REMOTE_SOCKET)
+        if not path.startswith("/"):
+            raise ForwardingRefused(f"socket path {path!r} is not absolute", prohibited=False)
+        try:
+            return await network.listen_unix(self._connection.sandbox, path, self._connection.user)
+        except Exception as error:
+            raise ForwardingRefused(one_line(error), prohibited=False) from error

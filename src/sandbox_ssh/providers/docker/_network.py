@@ -1,0 +1,149 @@
+"""Sockets inside a Docker sandbox, made from the gateway host through its namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
+
+import aiodocker
+
+from ...hooks import BoundListener, Sandbox, SandboxError, UserInfo
+from .. import _hostns
+
+T = TypeVar("T")
+_LOCALHOST = ("127.0.0.1", "::1")
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+def parse_hosts(text: str, name: str) -> list[str]:
+    """Addresses for ``name`` in an /etc/hosts file, IPv4 first."""
+    found: list[str] = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and name.lower() in (f.lower() for f in fields[1:]):
+            with contextlib.suppress(ValueError):
+                ipaddress.ip_address(fields[0])
+                found.append(fields[0])
+    return sorted(found, key=lambda a: _family(a) == socket.AF_INET6)
+
+
+class DockerNetwork:
+    """Implements :class:`sandbox_ssh.hooks.SandboxNetwork` for containers on this host."""
+
+    def __init__(self, docker: Callable[[], aiodocker.Docker], is_local: bool) -> None:
+        self._docker = docker
+        self._is_local = is_local
+        self._problem: str | bool | None = False  # False: not checked yet
+
+    def forwarding_problem(self) -> str | None:
+        if self._problem is False:
+            if not self._is_local:
+                self._problem = (
+                    "forwarding needs the gateway on the Docker host "
+                    "(DOCKER_HOST is not a local socket)"
+                )
+            else:
+                self._problem = _hostns.host_namespace_problem()
+        assert self._problem is not True
+        return self._problem
+
+    async def _pid(self, sandbox: Sandbox) -> int:
+        problem = self.forwarding_problem()
+        if problem:
+            raise SandboxError(problem)
+        info = await self._docker().containers.container(sandbox.id).show()
+        pid = int((info.get("State") or {}).get("Pid") or 0)
+        if pid <= 0:
+            raise SandboxError("the sandbox is not running")
+        return pid
+
+    async def _off_loop(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(None, work)
+
+    async def _addresses(self, pid: int, host: str) -> list[str]:
+        try:
+            ipaddress.ip_address(host)
+            return [host]
+        except ValueError:
+            pass
+        if host.lower() == "localhost":
+            return list(_LOCALHOST)
+        try:
+            hosts = await self._off_loop(partial(_hostns.read_file_in_root, pid, "/etc/hosts"))
+        except OSError:
+            hosts = b""
+        found = parse_hosts(hosts.decode(errors="replace"), host)
+        if not found:
+            raise SandboxError(f"cannot resolve {host} inside the sandbox")
+        return found
+
+    async def connect_tcp(self, sandbox: Sandbox, host: str, port: int) -> socket.socket:
+        pid = await self._pid(sandbox)
+        last_error = "no address"
+        for address in await self._addresses(pid, host):
+            try:
+                sock = await self._off_loop(partial(_hostns.socket_in_netns, pid, _family(address)))
+            except OSError as error:
+                raise SandboxError(_reason(error)) from error
+            sock.setblocking(False)
+            try:
+                await asyncio.get_running_loop().sock_connect(sock, (address, port))
+            except OSError as error:
+                sock.close()
+                last_error = _reason(error)
+                continue
+            return sock
+        raise SandboxError(f"connect to {host} port {port} failed: {last_error}")
+
+    async def connect_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> socket.socket:
+        pid = await self._pid(sandbox)
+        work = partial(_hostns.connect_unix_in_root, pid, path, user.uid, user.gid)
+        try:
+            sock = await self._off_loop(work)
+        except OSError as error:
+            raise SandboxError(f"connect to {path} failed: {_reason(error)}") from error
+        sock.setblocking(False)
+        return sock
+
+    async def listen_tcp(self, sandbox: Sandbox, host: str, port: int) -> BoundListener:
+        pid = await self._pid(sandbox)
+        try:
+            sock = await self._off_loop(partial(_hostns.socket_in_netns, pid, _family(host)))
+        except OSError as error:
+            raise SandboxError(_reason(error)) from error
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError as error:
+            sock.close()
+            raise SandboxError(f"cannot listen on {host} port {port}: {_reason(error)}") from error
+        sock.setblocking(False)
+        return BoundListener(sock)
+
+    async def listen_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> BoundListener:
+        pid = await self._pid(sandbox)
+        work = partial(_hostns.bind_unix_in_root, pid, path, user.uid, user.gid)
+        try:
+            sock = await self._off_loop(work)
+        except OSError as error:
+            raise SandboxError(f"cannot listen on {path}: {_reason(error)}") from error
+        sock.setblocking(False)
+
+        def cleanup() -> None:
+            with contextlib.suppress(OSError):
+                _hostns.unlink_in_root(pid, path, user.uid, user.gid)
+
+        return BoundListener(sock, cleanup)
