@@ -16,20 +16,25 @@ from .hooks import (
     SandboxProcess,
     SandboxProvider,
     SandboxStatus,
+    SandboxStopper,
     TerminalSize,
     UserInfo,
     UserInfoFetcher,
 )
 from .server import Server
+from .tracking import CombinedTracker, IdleStopper, InMemoryConnectionTracker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BoundListener",
+    "CombinedTracker",
     "Config",
     "ConnectionTracker",
     "EnvVarFetcher",
     "ForwardingKind",
+    "IdleStopper",
+    "InMemoryConnectionTracker",
     "OutputStream",
     "ProcessSpec",
     "Release",
@@ -40,6 +45,7 @@ __all__ = [
     "SandboxProcess",
     "SandboxProvider",
     "SandboxStatus",
+    "SandboxStopper",
     "Server",
     "TerminalSize",
     "UserInfo",

@@ -16,15 +16,34 @@ import platformdirs
 from . import __version__
 from ._session.forwarding import ForwardingKind
 from ._ssh.hostkey import HostKeyError
-from .config import Config, parse_address
+from .config import Config, parse_address, parse_duration
+from .hooks import ConnectionTracker, SandboxEnsurer
+from .http_hooks import (
+    HttpConnectionTracker,
+    HttpEnvVarFetcher,
+    HttpHookClient,
+    HttpHookSettings,
+    HttpSandboxEnsurer,
+    HttpUserInfoFetcher,
+)
 from .providers.docker import DEFAULT_LABEL, DockerProvider
 from .server import Server
+from .tracking import CombinedTracker, IdleStopper
 
 log = logging.getLogger("sandbox_ssh")
 
 
 def default_host_key_path() -> Path:
     return Path(platformdirs.user_state_dir("sandbox-ssh")) / "ssh_host_ed25519_key"
+
+
+def _duration(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def _check_listen(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -98,6 +117,55 @@ def main() -> None:
     "/usr/lib/ssh/sftp-server, /usr/libexec/sftp-server]",
 )
 @click.option(
+    "--ensure-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="Longest a sandbox may take to start before the client is refused.",
+)
+@click.option(
+    "--user-fallback",
+    type=click.Choice(["root"]),
+    default=None,
+    help="When looking up the session's user fails, run as root (logged each time) "
+    "instead of refusing the connection.",
+)
+@click.option(
+    "--accept-env",
+    "accept_env",
+    multiple=True,
+    metavar="PATTERN",
+    help="Client env variables to accept, as shell-style patterns (repeatable), like sshd's "
+    "AcceptEnv; others are ignored silently. [default: accept all]",
+)
+@click.option(
+    "--idle-stop",
+    "idle_stop",
+    default=None,
+    callback=lambda ctx, param, value: _duration(value),
+    metavar="DURATION",
+    help="Stop a sandbox once it has had no SSH connection for this long (e.g. 30s, 10m, 1h); "
+    "the next connection starts it again.",
+)
+@click.option("--ensure-url", metavar="URL", help="HTTP hook that makes a session's sandbox run.")
+@click.option("--user-info-url", metavar="URL", help="HTTP hook giving a session's user.")
+@click.option("--env-url", metavar="URL", help="HTTP hook giving a session's environment.")
+@click.option("--track-url", metavar="URL", help="HTTP hook told of each connection and its end.")
+@click.option(
+    "--hook-token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="File holding the bearer token sent to the HTTP hooks.",
+)
+@click.option(
+    "--hook-timeout",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="Timeout of one HTTP hook attempt (3 attempts, with backoff).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -113,6 +181,16 @@ def serve(
     no_forwarding: bool,
     disabled_forwarding: tuple[str, ...],
     sftp_server: str | None,
+    ensure_timeout: float,
+    user_fallback: str | None,
+    accept_env: tuple[str, ...],
+    idle_stop: float | None,
+    ensure_url: str | None,
+    user_info_url: str | None,
+    env_url: str | None,
+    track_url: str | None,
+    hook_token_file: Path | None,
+    hook_timeout: float,
     log_level: str,
 ) -> None:
     """Serve SSH; every connection goes into the sandbox named by its username."""
@@ -123,19 +201,33 @@ def serve(
     )
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     provider = DockerProvider(docker_host=docker_host, label=session_label)
+    token = hook_token_file.read_text().strip() if hook_token_file else None
+    hooks = HttpHookClient(HttpHookSettings(token=token or None, timeout=hook_timeout))
+    trackers: list[ConnectionTracker] = []
+    idle_stopper = IdleStopper(provider, idle_stop) if idle_stop else None
+    if idle_stopper is not None:
+        trackers.append(idle_stopper)
+    http_trackers = [HttpConnectionTracker(hooks, track_url)] if track_url else []
+    trackers.extend(http_trackers)
+    ensurer: SandboxEnsurer | None = provider if auto_start else None
     config = Config(
         address=listen,
         host_key_path=host_key or default_host_key_path(),
         sandbox_provider=provider,
-        sandbox_ensurer=provider if auto_start else None,
-        user_info_fetcher=provider,
+        sandbox_ensurer=HttpSandboxEnsurer(hooks, ensure_url) if ensure_url else ensurer,
+        user_info_fetcher=HttpUserInfoFetcher(hooks, user_info_url) if user_info_url else provider,
+        env_var_fetcher=HttpEnvVarFetcher(hooks, env_url) if env_url else None,
+        connection_tracker=CombinedTracker(*trackers) if trackers else None,
         disabled_forwarding=frozenset(ForwardingKind)
         if no_forwarding
         else frozenset(ForwardingKind(kind) for kind in disabled_forwarding),
         sftp_server_path=sftp_server,
+        ensure_timeout=ensure_timeout,
+        user_fallback_root=user_fallback == "root",
+        accept_env=accept_env or None,
     )
     try:
-        _run(_serve(config, provider))
+        _run(_serve(config, provider, hooks, idle_stopper, http_trackers))
     except HostKeyError as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
@@ -154,7 +246,13 @@ def _run(main_coroutine: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main_coroutine)
 
 
-async def _serve(config: Config, provider: DockerProvider) -> None:
+async def _serve(
+    config: Config,
+    provider: DockerProvider,
+    hooks: HttpHookClient,
+    idle_stopper: IdleStopper | None,
+    http_trackers: list[HttpConnectionTracker],
+) -> None:
     server = Server(config)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
@@ -172,4 +270,9 @@ async def _serve(config: Config, provider: DockerProvider) -> None:
     finally:
         if stopping:
             await stopping[0]
+        if idle_stopper is not None:
+            idle_stopper.close()
+        for http_tracker in http_trackers:
+            await http_tracker.drain()
+        await hooks.close()
         await provider.close()

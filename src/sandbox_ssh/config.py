@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,12 @@ class Config:
     disabled_forwarding: frozenset[ForwardingKind] = frozenset()
     # The sandbox's sftp-server; None searches the usual OpenSSH locations.
     sftp_server_path: str | None = None
+    # Longest an ensure may take before the client is refused.
+    ensure_timeout: float = 60.0
+    # Run as root when the UserInfoFetcher fails, as the original did (logged each time).
+    user_fallback_root: bool = False
+    # Client env variables accepted (shell-style patterns, like sshd's AcceptEnv); None: all.
+    accept_env: tuple[str, ...] | None = None
     server_version: str = "sandbox-ssh"
 
 
@@ -74,3 +81,22 @@ def subsystem_config(config: Config) -> SubsystemConfig:
     if config.sftp_server_path:
         return SubsystemConfig(sftp_server_paths=(config.sftp_server_path,))
     return SubsystemConfig()
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
+_SECONDS_PER_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``5m``, ``1h30m`` or ``0.5s``."""
+    position, total = 0, 0.0
+    cleaned = text.strip().lower()
+    while position < len(cleaned):
+        match = _DURATION_PART.match(cleaned, position)
+        if not match or match.end() == position:
+            raise ValueError(f"duration {text!r} is not like 90s, 5m or 1h30m")
+        total += float(match.group(1)) * _SECONDS_PER_UNIT[match.group(2)]
+        position = match.end()
+    if not cleaned:
+        raise ValueError("empty duration")
+    return total

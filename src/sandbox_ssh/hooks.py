@@ -161,6 +161,12 @@ class SandboxEnsurer(Protocol):
 
 
 @runtime_checkable
+class SandboxStopper(Protocol):
+    async def stop_sandbox(self, session_id: str) -> None:
+        """Stop the session's sandbox (used by idle stop); a missing one is not an error."""
+
+
+@runtime_checkable
 class UserInfoFetcher(Protocol):
     async def get_user_info(self, session_id: str) -> UserInfo:
         """The user every process of this session runs as."""
@@ -199,6 +205,7 @@ __all__ = [
     "SandboxProcess",
     "SandboxProvider",
     "SandboxStatus",
+    "SandboxStopper",
     "TerminalSize",
     "UserInfo",
     "UserInfoFetcher",

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncssh
 
+from ._session.ensure import EnsureCoordinator
 from ._session.forwarding import ForwardingKind
 from ._session.resolve import Hooks
 from ._ssh.connection import GatewayConnection, GatewayState
@@ -35,6 +36,8 @@ class Server:
             ensurer=config.sandbox_ensurer,
             user_info_fetcher=config.user_info_fetcher,
             env_var_fetcher=config.env_var_fetcher,
+            ensures=EnsureCoordinator(config.ensure_timeout),
+            user_fallback_root=config.user_fallback_root,
         )
         self._background: set[asyncio.Task[None]] = set()
         self._state = GatewayState(
@@ -43,6 +46,7 @@ class Server:
             spawn=self._spawn,
             forwarding_policy=forwarding_policy(config),
             subsystems=subsystem_config(config),
+            accept_env=config.accept_env,
         )
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._stopped = asyncio.Event()

@@ -284,3 +284,29 @@ def test_remote_docker_host_says_why_forwarding_is_unavailable(
     finally:
         bridge.terminate()
         bridge.wait()
+
+
+def test_idle_stop_accept_env_and_user_fallback_flags(
+    tmp_path: Path, containers: Containers, client_tools: None
+) -> None:
+    gateway, ssh = serve(
+        tmp_path, "--idle-stop", "1s", "--accept-env", "LANG", "--user-fallback", "root"
+    )
+    try:
+        sandbox = containers.start()
+        assert sandbox.session_id
+        result = ssh.run(
+            sandbox.session_id,
+            'echo "$LANG|${FOO-unset}"',
+            options=["-o", "SetEnv=LANG=C.UTF-8 FOO=bar"],
+        )
+        assert result.stdout == b"C.UTF-8|unset\n"
+        wait_until(
+            lambda: sandbox.state()["Running"] is False,
+            timeout=30,
+            message="--idle-stop did not stop the sandbox",
+        )
+        assert "idle for 1s: stopping its sandbox" in gateway.log_text()
+        assert ssh.run(sandbox.session_id, "echo again").stdout == b"again\n"
+    finally:
+        gateway.terminate()

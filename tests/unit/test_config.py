@@ -1,6 +1,6 @@
 import pytest
 
-from sandbox_ssh.config import format_address, parse_address
+from sandbox_ssh.config import format_address, parse_address, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -28,3 +28,17 @@ def test_invalid_addresses(text: str) -> None:
 def test_ipv6_is_bracketed() -> None:
     assert format_address("::1", 22) == "[::1]:22"
     assert format_address("127.0.0.1", 22) == "127.0.0.1:22"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("5m", 300), ("1h30m", 5400), ("0.5s", 0.5), (" 2M ", 120)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "5x", "1h-2m", "-5"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)

@@ -38,3 +38,12 @@ def test_names_execve_cannot_carry_are_dropped() -> None:
         {"": "x", "A=B": "x", "N\0": "x", "OK": "bad\0value"}, {}, ENDPOINTS, None
     )
     assert not {"", "A=B", "N\0", "OK"} & env.keys()
+
+
+def test_accept_env_patterns_like_sshd() -> None:
+    from sandbox_ssh._session.environment import accepts
+
+    assert accepts("ANYTHING", None)
+    assert accepts("LC_ALL", ("LANG", "LC_*"))
+    assert not accepts("LD_PRELOAD", ("LANG", "LC_*"))
+    assert accepts("X1", ("X?",)) and not accepts("X12", ("X?",))

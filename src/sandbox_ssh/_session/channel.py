@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ..hooks import OutputStream, ProcessSpec, SandboxProcess, SandboxProvider, TerminalSize
 from . import login
-from .environment import Endpoints, build_environment
+from .environment import Endpoints, accepts, build_environment
 from .resolve import ResolvedConnection, one_line
 
 log = logging.getLogger("sandbox_ssh.session")
@@ -80,6 +80,7 @@ class SessionChannel:
         *,
         subsystems: SubsystemConfig | None = None,
         subsystem_cache: dict[str, str] | None = None,
+        accept_env: tuple[str, ...] | None = None,
     ) -> None:
         self._provider = provider
         self._connection = connection
@@ -90,6 +91,7 @@ class SessionChannel:
         self._subsystems = subsystems or SubsystemConfig()
         self._subsystem_cache = subsystem_cache if subsystem_cache is not None else {}
         self._subsystem_argv: list[str] = []
+        self._accept_env = accept_env
         self._client_env: dict[str, str] = {}
         self._mode: login.Mode | None = None
         self._process: SandboxProcess | None = None
@@ -112,7 +114,9 @@ class SessionChannel:
         return True
 
     def set_env(self, name: str, value: str) -> None:
-        self._client_env[name] = value
+        # Like sshd, a variable that is not accepted is dropped without a word.
+        if accepts(name, self._accept_env):
+            self._client_env[name] = value
 
     async def prepare_subsystem(self, name: str) -> bool:
         """Whether the subsystem can run; a refusal's reason goes to the client's stderr."""

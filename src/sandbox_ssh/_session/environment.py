@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 # Set by the login step inside the sandbox from the passwd entry; neither the
 # platform nor the client can override them, as with sshd.
@@ -21,6 +22,11 @@ class Endpoints:
 def is_valid_name(name: str) -> bool:
     """A variable name a POSIX shell and execve can carry."""
     return bool(name) and "=" not in name and "\0" not in name
+
+
+def accepts(name: str, patterns: Sequence[str] | None) -> bool:
+    """sshd's AcceptEnv: shell-style patterns; None accepts every name."""
+    return patterns is None or any(fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def build_environment(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..hooks import (
@@ -16,6 +17,7 @@ from ..hooks import (
     UserInfo,
     UserInfoFetcher,
 )
+from .ensure import EnsureCoordinator
 
 log = logging.getLogger("sandbox_ssh.session")
 _MAX_REASON = 300
@@ -41,6 +43,9 @@ class Hooks:
     ensurer: SandboxEnsurer | None = None
     user_info_fetcher: UserInfoFetcher | None = None
     env_var_fetcher: EnvVarFetcher | None = None
+    ensures: EnsureCoordinator = field(default_factory=lambda: EnsureCoordinator(60.0))
+    # The original's behaviour: run as root when the user fetch fails (logged each time).
+    user_fallback_root: bool = False
 
 
 def one_line(error: BaseException) -> str:
@@ -54,14 +59,28 @@ def _reject(session_id: str, reason: str) -> ConnectionRejected:
     return ConnectionRejected(f'session "{session_id}": {reason}')
 
 
-async def resolve_connection(hooks: Hooks, session_id: str) -> ResolvedConnection:
-    """What the original does for every connection, before any channel is served."""
+Notify = Callable[[str], None]
+
+
+async def resolve_connection(
+    hooks: Hooks, session_id: str, notify: Notify | None = None
+) -> ResolvedConnection:
+    """What the original does for every connection, before any channel is served.
+
+    ``notify`` tells a waiting person what is happening (an SSH auth banner).
+    """
     provider, ensurer = hooks.provider, hooks.ensurer
     try:
         sandbox = await provider.find_sandbox(session_id)
         if ensurer is not None:
-            await ensurer.ensure_sandbox(session_id)
-            if sandbox is None or sandbox.status is not SandboxStatus.RUNNING:
+            running = sandbox is not None and sandbox.status is SandboxStatus.RUNNING
+
+            def tell_slow() -> None:
+                if notify is not None:
+                    notify(f"starting sandbox {session_id}...")
+
+            await hooks.ensures.ensure(ensurer, session_id, None if running else tell_slow)
+            if not running:
                 sandbox = await provider.find_sandbox(session_id)
     except asyncio.CancelledError:
         raise
@@ -76,7 +95,18 @@ async def resolve_connection(hooks: Hooks, session_id: str) -> ResolvedConnectio
     env: dict[str, str] = {}
     try:
         if hooks.user_info_fetcher is not None:
-            user = await hooks.user_info_fetcher.get_user_info(session_id)
+            try:
+                user = await hooks.user_info_fetcher.get_user_info(session_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if not hooks.user_fallback_root:
+                    raise
+                log.warning(
+                    "session %s: user lookup failed (%s); running as root (--user-fallback root)",
+                    session_id,
+                    one_line(error),
+                )
         if hooks.env_var_fetcher is not None:
             env = dict(await hooks.env_var_fetcher.get_env_vars_for_session(session_id))
     except asyncio.CancelledError:

@@ -33,6 +33,7 @@ class GatewayState:
     spawn: Spawn
     forwarding_policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
     subsystems: SubsystemConfig = field(default_factory=SubsystemConfig)
+    accept_env: tuple[str, ...] | None = None
     connections: set[GatewayConnection] = field(default_factory=set)
     stopping: bool = False
 
@@ -74,7 +75,9 @@ class GatewayConnection(asyncssh.SSHServer):
 
     async def begin_auth(self, username: str) -> bool:
         try:
-            self._resolved = await resolve_connection(self._state.hooks, username)
+            self._resolved = await resolve_connection(
+                self._state.hooks, username, notify=self._send_banner
+            )
         except ConnectionRejected as rejection:
             self._outcome = f"rejected: {rejection}"
             raise asyncssh.DisconnectError(asyncssh.DISC_BY_APPLICATION, str(rejection)) from None
@@ -83,6 +86,10 @@ class GatewayConnection(asyncssh.SSHServer):
         )
         # The username is the session ID; no further authentication in this mode.
         return False
+
+    def _send_banner(self, message: str) -> None:
+        if self._conn is not None:
+            self._conn.send_auth_banner(message + "\n")
 
     def auth_completed(self) -> None:
         resolved = self._resolved
@@ -115,6 +122,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 self._state.spawn,
                 subsystems=self._state.subsystems,
                 subsystem_cache=self._subsystem_cache,
+                accept_env=self._state.accept_env,
             )
             self._channels.add(channel)
             return channel

@@ -44,14 +44,14 @@ class DockerProcess:
         """The PID inside the sandbox, or None when the runtime failed to start it."""
         return self._pid
 
-    async def start(self, spec: ProcessSpec) -> None:
+    async def start(self, spec: ProcessSpec, exec_user: str) -> None:
         container = self._docker.containers.container(self._container_id)
         try:
             self._exec = await container.exec(
                 _posix.pid_report_argv(spec.argv),
                 stdin=True,
                 tty=self._tty,
-                user=f"{spec.user.uid}:{spec.user.gid}",
+                user=exec_user,
                 environment=dict(spec.env),
                 workdir=spec.workdir,
                 detach_keys=DETACH_KEYS,

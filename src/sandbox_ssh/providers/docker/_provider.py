@@ -33,6 +33,18 @@ _STATUS_BY_STATE = {
 _START_WAIT = 30.0
 _USER_CACHE_SECONDS = 60.0
 
+# The primary gid the sandbox's passwd gives a uid (empty when it has no entry).
+_PRIMARY_GID_SCRIPT = r"""
+entry=$(getent passwd "$1" 2>/dev/null)
+if [ -z "$entry" ] && [ -r /etc/passwd ]; then
+    while IFS=: read -r n x u g rest; do
+        if [ "$u" = "$1" ]; then entry="$n:$x:$u:$g"; break; fi
+    done </etc/passwd
+fi
+gid=${entry#*:*:*:}
+echo "${gid%%:*}"
+"""
+
 # Resolves the process's own uid, gid and name inside the sandbox, without `id`.
 _WHOAMI_SCRIPT = r"""
 while read -r key real _; do
@@ -69,6 +81,7 @@ class DockerProvider:
         self._client: aiodocker.Docker | None = None
         self._connector: aiohttp.BaseConnector | None = None
         self._user_cache: dict[tuple[str, str], tuple[float, UserInfo]] = {}
+        self._gid_cache: dict[tuple[str, int], tuple[float, int | None]] = {}
         self._network = DockerNetwork(
             lambda: self.docker, resolve_docker_host(docker_host).startswith("unix://")
         )
@@ -156,6 +169,15 @@ class DockerProvider:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
 
+    async def stop_sandbox(self, session_id: str) -> None:
+        sandbox = await self.find_sandbox(session_id)
+        if sandbox is None or sandbox.status is not SandboxStatus.RUNNING:
+            return
+        try:
+            await self.docker.containers.container(sandbox.id).stop(t=10)
+        except aiodocker.DockerError as error:
+            raise SandboxError(f"cannot stop the sandbox: {error.message}") from error
+
     async def get_user_info(self, session_id: str) -> UserInfo:
         sandbox = await self._require(session_id)
         info = await self.docker.containers.container(sandbox.id).show()
@@ -196,8 +218,42 @@ class DockerProvider:
         process = DockerProcess(
             self.docker, sandbox.id, tty=spec.terminal is not None, hangup_grace=self._hangup_grace
         )
-        await process.start(spec)
+        await process.start(spec, await self._exec_user(sandbox.id, spec.user))
         return process
+
+    async def _exec_user(self, container_id: str, user: UserInfo) -> str:
+        """The exec ``User`` that gives the process the sandbox's supplementary groups.
+
+        runc adds the groups of /etc/group only when no group is named and the uid
+        has a passwd entry, and then takes the passwd's primary gid; so the group is
+        named only when it differs (the process then has no supplementary groups).
+        """
+        if user.uid == 0 and user.gid == 0:
+            return "0"
+        key = (container_id, user.uid)
+        cached = self._gid_cache.get(key)
+        if cached and time.monotonic() - cached[0] < _USER_CACHE_SECONDS:
+            primary_gid = cached[1]
+        else:
+            primary_gid = await self._primary_gid(container_id, user.uid)
+            self._gid_cache[key] = (time.monotonic(), primary_gid)
+        return str(user.uid) if primary_gid == user.gid else f"{user.uid}:{user.gid}"
+
+    async def _primary_gid(self, container_id: str, uid: int) -> int | None:
+        container = self.docker.containers.container(container_id)
+        output = bytearray()
+        try:
+            probe = await container.exec(
+                ["/bin/sh", "-c", _PRIMARY_GID_SCRIPT, "sandbox-ssh", str(uid)], user="0:0"
+            )
+            async with probe.start(detach=False) as stream:
+                while (message := await stream.read_out()) is not None:
+                    if message.stream == 1:
+                        output += message.data
+        except aiodocker.DockerError:
+            return None
+        text = output.decode(errors="replace").strip()
+        return int(text) if text.isdigit() else None
 
     # SandboxNetwork
 

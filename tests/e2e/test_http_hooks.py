@@ -1,0 +1,192 @@
+"""The HTTP hook protocol against a real HTTP server, end to end through `sandbox-ssh serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from ..support.containers import Containers
+from ..support.gateway import CliGateway, LoopThread
+from ..support.ssh import SSHClient
+from ..support.wait import wait_until
+
+TOKEN = "hook-token-7f3a"
+
+
+@dataclass
+class HookServer:
+    """A platform's hook endpoints; ``behaviour`` decides each answer per session ID."""
+
+    loop: LoopThread
+    calls: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
+    behaviour: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        hook = request.match_info["hook"]
+        body = await request.json()
+        self.calls.append((hook, body, request.headers.get("Authorization", "")))
+        mode = self.behaviour.get(body.get("session_id", ""), "ok")
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return web.json_response({"error": "bad hook token"}, status=401)
+        if mode == f"{hook}:slow":
+            await asyncio.sleep(30)
+        if mode == f"{hook}:500":
+            return web.Response(status=500, text="boom")
+        if mode == f"{hook}:403":
+            return web.json_response({"error": "billing: account suspended"}, status=403)
+        if mode == f"{hook}:garbage":
+            return web.Response(text="{not json", content_type="application/json")
+        if hook == "user":
+            return web.json_response({"username": "dev", "uid": 1000, "gid": 1000})
+        if hook == "env":
+            return web.json_response({"env": {"PLATFORM_TOKEN": "from-hook", "MULTI": "a\nb"}})
+        return web.json_response({"ok": True})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hooks/{hook}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def url(self, hook: str) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/{hook}"
+
+    def hooks(self, name: str) -> list[dict[str, Any]]:
+        return [body for hook, body, _ in list(self.calls) if hook == name]
+
+
+@pytest.fixture
+def hook_server(loop_thread: LoopThread) -> Iterator[HookServer]:
+    server = HookServer(loop_thread)
+    loop_thread.run(server.start())
+    yield server
+    assert server.runner is not None
+    loop_thread.run(server.runner.cleanup())
+
+
+@pytest.fixture
+def hooked_gateway(
+    tmp_path: Path, hook_server: HookServer, client_tools: None, sandbox_image: str
+) -> Iterator[tuple[CliGateway, SSHClient]]:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    gateway = CliGateway(
+        tmp_path / "host_key",
+        "--ensure-url",
+        hook_server.url("ensure"),
+        "--user-info-url",
+        hook_server.url("user"),
+        "--env-url",
+        hook_server.url("env"),
+        "--track-url",
+        hook_server.url("track"),
+        "--hook-token-file",
+        str(token_file),
+        "--hook-timeout",
+        "1",
+    )
+    yield gateway, SSHClient(gateway.host, gateway.port, gateway.host_key_path, tmp_path / "client")
+    gateway.terminate()
+
+
+def test_all_four_hooks_answer(
+    hooked_gateway: tuple[CliGateway, SSHClient], hook_server: HookServer, containers: Containers
+) -> None:
+    gateway, ssh = hooked_gateway
+    sandbox = containers.start()
+    assert sandbox.session_id
+    result = ssh.run(sandbox.session_id, 'id -un; printenv PLATFORM_TOKEN; printf "%s|" "$MULTI"')
+    assert result.stdout == b"dev\nfrom-hook\na\nb|", result.stderr
+    expected = {"session_id": sandbox.session_id}
+    assert hook_server.hooks("ensure") == [expected]
+    assert hook_server.hooks("user") == [expected]
+    assert hook_server.hooks("env") == [expected]
+
+    def both_track_events() -> list[dict[str, Any]] | None:
+        events = hook_server.hooks("track")
+        return events if len(events) == 2 else None
+
+    events = wait_until(both_track_events)
+    assert [e["event"] for e in events] == ["connect", "disconnect"]
+    assert events[0]["connection_id"] == events[1]["connection_id"]
+    assert {auth for _, _, auth in hook_server.calls} == {f"Bearer {TOKEN}"}
+    assert "from-hook" not in gateway.log_text() and TOKEN not in gateway.log_text()
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("ensure:403", "billing: account suspended"),
+        ("ensure:500", "the ensure hook did not answer: HTTP 500"),
+        ("ensure:slow", "the ensure hook did not answer: it timed out"),
+        ("ensure:garbage", "the ensure hook returned malformed JSON"),
+        ("user:garbage", "cannot prepare the session: the user-info hook returned malformed JSON"),
+        ("env:500", "cannot prepare the session: the env hook did not answer: HTTP 500"),
+    ],
+)
+def test_hook_failures_refuse_with_a_reason_and_others_keep_working(
+    hooked_gateway: tuple[CliGateway, SSHClient],
+    hook_server: HookServer,
+    containers: Containers,
+    mode: str,
+    reason: str,
+) -> None:
+    _, ssh = hooked_gateway
+    broken, healthy = containers.start(), containers.start()
+    assert broken.session_id and healthy.session_id
+    hook_server.behaviour[broken.session_id] = mode
+    refused = ssh.run(broken.session_id, "echo reached")
+    assert refused.returncode == 255
+    assert f'session "{broken.session_id}": {reason}'.encode() in refused.stderr, refused.stderr
+    assert b"Traceback" not in refused.stderr
+    if mode.endswith((":500", ":slow")):
+        attempts = [
+            b
+            for h, b, _ in hook_server.calls
+            if b["session_id"] == broken.session_id and h == mode.split(":")[0]
+        ]
+        assert len(attempts) == 3  # retried with backoff before giving up
+    assert ssh.run(healthy.session_id, "echo fine").stdout == b"fine\n"
+
+
+def test_dead_hook_endpoint_fails_closed(
+    tmp_path: Path, containers: Containers, client_tools: None
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    gateway = CliGateway(
+        tmp_path / "key", "--env-url", f"http://127.0.0.1:{dead}/env", "--hook-timeout", "1"
+    )
+    try:
+        ssh = SSHClient(gateway.host, gateway.port, gateway.host_key_path, tmp_path / "client")
+        sandbox = containers.start()
+        assert sandbox.session_id
+        result = ssh.run(sandbox.session_id, "true")
+        assert result.returncode == 255
+        assert b"cannot prepare the session: the env hook did not answer" in result.stderr
+        assert gateway.process.poll() is None
+    finally:
+        gateway.terminate()
+
+
+def test_hook_protocol_doc_examples_are_valid_json() -> None:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "http-hooks.md"
+    blocks = doc.read_text().split("```json")[1:]
+    assert blocks
+    for block in blocks:
+        json.loads(block.split("```")[0])
