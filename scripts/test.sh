@@ -7,7 +7,7 @@ source "$(dirname "$0")/_setup.sh"
 install_system_packages
 install_python_package "[test]"
 cd "$REPO_ROOT"
-"$VENV/bin/ruff" check src tests
-"$VENV/bin/ruff" format --check src tests
+"$VENV/bin/ruff" check src tests bench
+"$VENV/bin/ruff" format --check src tests bench
 "$VENV/bin/mypy"
 exec "$VENV/bin/python" -m pytest "$@"

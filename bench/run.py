@@ -1,0 +1,678 @@
+#!/usr/bin/env python3
+"""Benchmark sandbox-ssh against OpenSSH's sshd in the same container and raw `docker exec`.
+
+    python bench/run.py [--quick] [--json PATH]
+
+One run sets up its sandboxes (dockerd and the image are prepared as the tests
+do), then runs each workload against three targets:
+
+* gateway: `sandbox-ssh serve` with the Docker provider;
+* sshd: OpenSSH's sshd inside a container of the same image, reached through
+  that container's own network namespace (ProxyCommand nsenter ... socat), so
+  no private-range address is used;
+* docker: `docker exec`, where the workload allows it.
+
+The client is the same OpenSSH client for both SSH targets, and both go through
+the same kind of socat ProxyCommand hop, so the comparison is like for like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import pty
+import select
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.system import ensure_commands, ensure_dockerd, ensure_sandbox_image  # noqa: E402
+
+LABEL = "sandbox-ssh.bench"
+MB = 1024 * 1024
+CHACHA = "chacha20-poly1305@openssh.com"
+AES = "aes128-gcm@openssh.com"
+
+
+def run(argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(list(argv), capture_output=True, check=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def docker(*args: str) -> str:
+    return run(["docker", *args]).stdout.decode().strip()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def rss_kib(pids: Sequence[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def children(pid: int) -> list[int]:
+    try:
+        out = run(["pgrep", "-P", str(pid)]).stdout.decode().split()
+    except subprocess.CalledProcessError:
+        return []
+    return [int(p) for p in out]
+
+
+@dataclass
+class Target:
+    name: str
+    argv: Callable[..., list[str]]  # (command, *, tty=False, stdin=False, cipher=None, extra=())
+    sftp_argv: Callable[[], list[str]] | None = None
+    memory: Callable[[], int] | None = None  # KiB attributable to the SSH server
+
+
+@dataclass
+class Bench:
+    quick: bool
+    image: str
+    workdir: Path
+    gateway_workers: int = 1
+    results: dict[str, dict[str, object]] = field(default_factory=dict)
+    containers: list[str] = field(default_factory=list)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    # --- set-up -------------------------------------------------------------------------
+
+    def sandbox(self, session_id: str) -> str:
+        container = docker(
+            "run",
+            "-d",
+            "--init",
+            "--network",
+            "none",
+            "--label",
+            f"{LABEL}=1",
+            "--label",
+            f"sandbox-ssh.session={session_id}",
+            self.image,
+        )
+        self.containers.append(container)
+        return container
+
+    def start_gateway(self, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        log = open(self.workdir / f"gateway-{port}.log", "wb")  # noqa: SIM115
+        argv = [
+            sys.executable,
+            "-m",
+            "sandbox_ssh",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--host-key",
+            str(self.workdir / "gateway_key"),
+            "--log-level",
+            "warning",
+        ]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
+        process = subprocess.Popen(argv, stdout=log, stderr=log)
+        self.processes.append(process)
+        deadline = time.monotonic() + 30
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(
+                    f"gateway did not start: {(self.workdir / f'gateway-{port}.log').read_text()}"
+                )
+            time.sleep(0.05)
+        return process, port
+
+    def start_sshd(self, container: str, key: Path) -> int:
+        run(
+            [
+                "docker",
+                "exec",
+                "-i",
+                container,
+                "sh",
+                "-c",
+                "mkdir -p /root/.ssh /run/sshd && cat > /root/.ssh/authorized_keys && "
+                "chmod 600 /root/.ssh/authorized_keys && ssh-keygen -A >/dev/null && "
+                "/usr/sbin/sshd -o PermitRootLogin=prohibit-password -o UsePAM=no "
+                "-o MaxStartups=1000",
+            ],
+            input=Path(str(key) + ".pub").read_bytes(),
+        )
+        return int(docker("inspect", "-f", "{{.State.Pid}}", container))
+
+    def client_key(self) -> Path:
+        key = self.workdir / "client_key"
+        if not key.exists():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+        return key
+
+    def targets(self) -> list[Target]:
+        key = self.client_key()
+        gateway_process, gateway_port = self.start_gateway(self.gateway_workers)
+        session_id = f"bench-{uuid.uuid4().hex[:8]}"
+        gateway_container = self.sandbox(session_id)
+        sshd_container = self.sandbox(f"bench-sshd-{uuid.uuid4().hex[:8]}")
+        sshd_pid = self.start_sshd(sshd_container, key)
+        self.gateway_container, self.sshd_container = gateway_container, sshd_container
+        self.session_id, self.gateway_process, self.gateway_port = (
+            session_id,
+            gateway_process,
+            gateway_port,
+        )
+        common = [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+        ]
+
+        def ssh_argv(proxy: str, user: str) -> Callable[..., list[str]]:
+            def argv(
+                command: str | None,
+                *,
+                tty: bool = False,
+                cipher: str | None = None,
+                extra: Sequence[str] = (),
+                stdin: bool = False,
+            ) -> list[str]:
+                options = [*common, "-o", f"ProxyCommand={proxy}", "-i", str(key), *extra]
+                if cipher:
+                    options += ["-c", cipher]
+                if tty:
+                    options.append("-tt")
+                return [*options, f"{user}@sandbox", *([command] if command else [])]
+
+            return argv
+
+        gateway_proxy = f"socat - TCP:127.0.0.1:{gateway_port}"
+        sshd_proxy = f"nsenter -t {sshd_pid} -n socat - TCP:127.0.0.1:22"
+
+        def docker_argv(
+            command: str | None,
+            *,
+            tty: bool = False,
+            cipher: str | None = None,
+            extra: Sequence[str] = (),
+            stdin: bool = False,
+        ) -> list[str]:
+            flags = (["-i"] if stdin or tty else []) + (["-t"] if tty else [])
+            return [
+                "docker",
+                "exec",
+                *flags,
+                gateway_container,
+                "sh",
+                "-c",
+                command or "exec bash -l",
+            ]
+
+        def sftp(proxy: str, user: str) -> Callable[[], list[str]]:
+            return lambda: [
+                "sftp",
+                *common[1:],
+                "-o",
+                f"ProxyCommand={proxy}",
+                "-i",
+                str(key),
+                "-b",
+                "-",
+                f"{user}@sandbox",
+            ]
+
+        def gateway_memory() -> int:
+            pids = [gateway_process.pid, *children(gateway_process.pid)]
+            return rss_kib(pids)
+
+        def sshd_memory() -> int:
+            out = docker(
+                "exec",
+                sshd_container,
+                "sh",
+                "-c",
+                "ps -C sshd -o rss= | awk '{s+=$1} END {print s+0}'",
+            )
+            return int(out or 0)
+
+        return [
+            Target(
+                "gateway",
+                ssh_argv(gateway_proxy, session_id),
+                sftp(gateway_proxy, session_id),
+                gateway_memory,
+            ),
+            Target("sshd", ssh_argv(sshd_proxy, "root"), sftp(sshd_proxy, "root"), sshd_memory),
+            Target("docker", docker_argv),
+        ]
+
+    def cleanup(self) -> None:
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self.containers:
+            subprocess.run(["docker", "rm", "-f", *self.containers], capture_output=True)
+
+    # --- measuring ----------------------------------------------------------------------
+
+    def record(
+        self, workload: str, unit: str, figures: dict[str, float | None], better: str
+    ) -> None:
+        gateway, sshd = figures.get("gateway"), figures.get("sshd")
+        ratio = (gateway / sshd) if gateway and sshd else None
+        self.results[workload] = {"unit": unit, "better": better, **figures, "gateway/sshd": ratio}
+        shown = "  ".join(
+            f"{name}={value:.3f}" for name, value in figures.items() if value is not None
+        )
+        print(
+            f"  {workload:<34} {shown}  ratio={ratio:.2f}"
+            if ratio
+            else f"  {workload:<34} {shown}",
+            flush=True,
+        )
+
+
+def timed(argv: Sequence[str], stdin: int | None = None, shell: str | None = None) -> float:
+    started = time.perf_counter()
+    if shell is not None:
+        subprocess.run(
+            shell, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+    else:
+        subprocess.run(
+            list(argv), check=True, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+    return time.perf_counter() - started
+
+
+def best_rate(size: int, durations: Sequence[float]) -> float:
+    return size / MB / min(durations)
+
+
+def workload_throughput(bench: Bench, targets: list[Target], size: int, repeats: int) -> None:
+    for cipher in (None, AES):
+        label = "default cipher" if cipher is None else "aes128-gcm"
+        figures: dict[str, float | None] = {}
+        for target in targets:
+            if cipher and target.name == "docker":
+                continue
+            argv = target.argv(f"head -c {size} /dev/zero", cipher=cipher)
+            figures[target.name] = best_rate(size, [timed(argv) for _ in range(repeats)])
+        bench.record(f"download MB/s ({label})", "MB/s", figures, "higher")
+        figures = {}
+        for target in targets:
+            if cipher and target.name == "docker":
+                continue
+            argv = target.argv("cat > /dev/null", cipher=cipher, stdin=True)
+            pipeline = f"head -c {size} /dev/zero | {shlex.join(argv)}"
+            figures[target.name] = best_rate(
+                size, [timed([], shell=pipeline) for _ in range(repeats)]
+            )
+        bench.record(f"upload MB/s ({label})", "MB/s", figures, "higher")
+
+
+def workload_sftp(bench: Bench, targets: list[Target], size: int, repeats: int) -> None:
+    local = bench.workdir / "sftp-put.bin"
+    with local.open("wb") as handle:
+        handle.truncate(size)
+    for target in targets:
+        if target.sftp_argv is None:
+            continue
+        container = bench.gateway_container if target.name == "gateway" else bench.sshd_container
+        docker("exec", container, "sh", "-c", f"head -c {size} /dev/zero > /tmp/sftp-get.bin")
+    for direction, commands in (
+        ("get", f"get /tmp/sftp-get.bin {bench.workdir}/sftp-got.bin\n"),
+        ("put", f"put {local} /tmp/sftp-put.bin\n"),
+    ):
+        figures: dict[str, float | None] = {}
+        for target in targets:
+            if target.sftp_argv is None:
+                continue
+            durations = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                subprocess.run(
+                    target.sftp_argv(), input=commands.encode(), check=True, capture_output=True
+                )
+                durations.append(time.perf_counter() - started)
+            figures[target.name] = best_rate(size, durations)
+        bench.record(f"sftp {direction} MB/s", "MB/s", figures, "higher")
+
+
+def workload_forward(bench: Bench, targets: list[Target], size: int, repeats: int) -> None:
+    figures: dict[str, float | None] = {}
+    for target in targets:
+        if target.sftp_argv is None:
+            continue
+        container = bench.gateway_container if target.name == "gateway" else bench.sshd_container
+        subprocess.Popen(
+            [
+                "docker",
+                "exec",
+                container,
+                "socat",
+                "TCP-LISTEN:7100,bind=127.0.0.1,reuseaddr,fork",
+                f"SYSTEM:head -c {size} /dev/zero",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        port = free_port()
+        forward = subprocess.Popen(
+            target.argv(None, extra=["-N", "-L", f"{port}:127.0.0.1:7100"]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        durations = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            received = 0
+            with socket.create_connection(("127.0.0.1", port)) as conn:
+                while chunk := conn.recv(1 << 20):
+                    received += len(chunk)
+            durations.append(time.perf_counter() - started)
+            if received != size:
+                raise RuntimeError(f"{target.name}: forward delivered {received} of {size} bytes")
+        forward.terminate()
+        forward.wait()
+        figures[target.name] = best_rate(size, durations)
+    bench.record("port forward MB/s", "MB/s", figures, "higher")
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def workload_latency(bench: Bench, targets: list[Target], runs: int) -> None:
+    samples = {t.name: [timed(t.argv("true")) * 1000 for _ in range(runs)] for t in targets}
+    bench.record(
+        "connect `true` median ms",
+        "ms",
+        {n: statistics.median(v) for n, v in samples.items()},
+        "lower",
+    )
+    bench.record(
+        "connect `true` p95 ms", "ms", {n: percentile(v, 0.95) for n, v in samples.items()}, "lower"
+    )
+
+
+def keystroke_echo(argv: Sequence[str], samples: int) -> list[float]:
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(argv[0], list(argv))
+    try:
+
+        def read_until(marker: bytes, timeout: float = 20) -> None:
+            buffer, deadline = b"", time.monotonic() + timeout
+            while marker not in buffer:
+                ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+                if not ready:
+                    raise RuntimeError(f"no {marker!r} from {argv[0]}")
+                buffer += os.read(fd, 65536)
+
+        os.write(fd, b"stty raw -echo; echo READY-$((6*7)); stty echo -icanon; cat >/dev/null\n")
+        read_until(b"READY-42")
+        time.sleep(0.2)
+        latencies = []
+        for index in range(samples + 10):
+            key = bytes([97 + index % 26])
+            started = time.perf_counter()
+            os.write(fd, key)
+            read_until(key)
+            if index >= 10:
+                latencies.append((time.perf_counter() - started) * 1000)
+        return latencies
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+
+def workload_echo(bench: Bench, targets: list[Target], samples: int) -> None:
+    results = {t.name: keystroke_echo(t.argv(None, tty=True), samples) for t in targets}
+    bench.record(
+        "keystroke echo p50 ms", "ms", {n: percentile(v, 0.5) for n, v in results.items()}, "lower"
+    )
+    bench.record(
+        "keystroke echo p99 ms", "ms", {n: percentile(v, 0.99) for n, v in results.items()}, "lower"
+    )
+
+
+def workload_concurrency(bench: Bench, targets: list[Target], sessions: int) -> None:
+    open_times: dict[str, float | None] = {}
+    memory: dict[str, float | None] = {}
+    latency: dict[str, float | None] = {}
+    for target in targets:
+        if target.memory is None:
+            continue
+        before = target.memory()
+        started = time.perf_counter()
+        clients = [
+            subprocess.Popen(
+                target.argv(None, tty=True),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(sessions)
+        ]
+        for client in clients:
+            assert client.stdin is not None
+            client.stdin.write(b"echo OPEN-$((40+2))\n")
+            client.stdin.flush()
+        for client in clients:
+            assert client.stdout is not None
+            buffer = b""
+            while b"OPEN-42" not in buffer:
+                chunk = os.read(client.stdout.fileno(), 65536)
+                if not chunk:
+                    raise RuntimeError(f"{target.name}: a session closed while opening")
+                buffer += chunk
+        open_times[target.name] = time.perf_counter() - started
+        memory[target.name] = (target.memory() - before) / sessions
+        latency[target.name] = statistics.median(
+            timed(target.argv("true")) * 1000 for _ in range(10)
+        )
+        for client in clients:
+            client.kill()
+        for client in clients:
+            client.wait()
+    bench.record(f"{sessions} sessions: open all s", "s", open_times, "lower")
+    bench.record(f"{sessions} sessions: server KiB/session", "KiB", memory, "lower")
+    bench.record(f"{sessions} sessions: `true` latency ms", "ms", latency, "lower")
+
+
+def workload_storm(bench: Bench, targets: list[Target], connections: int) -> None:
+    gateway = next(t for t in targets if t.name == "gateway")
+    container = bench.gateway_container
+
+    def storm() -> float:
+        started = time.perf_counter()
+        clients = [
+            subprocess.Popen(
+                gateway.argv("true"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            for _ in range(connections)
+        ]
+        failures = sum(client.wait() != 0 for client in clients)
+        if failures:
+            raise RuntimeError(f"{failures} of {connections} storm connections failed")
+        return time.perf_counter() - started
+
+    running = storm()  # reference: the same storm when nothing needs starting
+    docker("stop", "-t", "0", container)
+    started = time.perf_counter()
+    docker("start", container)
+    docker("exec", container, "true")
+    own_start = time.perf_counter() - started
+    docker("stop", "-t", "0", container)
+    stopped = storm()
+    bench.record(
+        f"storm: {connections} connects to a stopped sandbox s",
+        "s",
+        {"gateway": stopped, "sandbox start": own_start, "same storm, sandbox running": running},
+        "lower",
+    )
+
+
+def workload_workers(bench: Bench, size: int) -> None:
+    """Aggregate download throughput of 4 parallel clients with 1 and with 2 worker processes."""
+    figures: dict[str, float | None] = {}
+    for workers in (1, 2):
+        process, port = bench.start_gateway(workers)
+        argv = [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-p",
+            str(port),
+            f"{bench.session_id}@127.0.0.1",
+            f"head -c {size} /dev/zero",
+        ]
+        started = time.perf_counter()
+        clients = [subprocess.Popen(argv, stdout=subprocess.DEVNULL) for _ in range(4)]
+        if any(client.wait() != 0 for client in clients):
+            raise RuntimeError("a parallel download failed")
+        figures[f"{workers} worker{'s' if workers > 1 else ''}"] = (
+            4 * size / MB / (time.perf_counter() - started)
+        )
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+    bench.record("4 parallel downloads, aggregate MB/s", "MB/s", figures, "higher")
+
+
+def cell(row: dict[str, object], name: str) -> str:
+    value = row.get(name)
+    return f"{value:.2f}" if isinstance(value, float) else "-"
+
+
+def print_table(bench: Bench) -> None:
+    print("\n| workload | gateway | sshd | docker exec | gateway/sshd |")
+    print("|---|---|---|---|---|")
+    known = ("unit", "better", "gateway", "sshd", "docker", "gateway/sshd")
+    for workload, row in bench.results.items():
+        extra = [k for k in row if k not in known and isinstance(row[k], float)]
+        if extra:
+            shown = "; ".join(f"{k}: {cell(row, k)}" for k in extra)
+            print(f"| {workload} | {cell(row, 'gateway')} | {shown} | - | - |")
+            continue
+        print(
+            f"| {workload} | {cell(row, 'gateway')} | {cell(row, 'sshd')} | "
+            f"{cell(row, 'docker')} | {cell(row, 'gateway/sshd')} |"
+        )
+
+
+def machine() -> dict[str, object]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    ssh_version = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "openssh_client": ssh_version,
+        "docker": docker("version", "-f", "{{.Server.Version}}"),
+        "default_cipher": CHACHA,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="every workload at reduced size (< 3 min)"
+    )
+    parser.add_argument("--json", type=Path, help="write the results as JSON")
+    args = parser.parse_args()
+    ensure_commands("ssh", "sftp", "ssh-keygen", "socat")
+    ensure_dockerd()
+    image = ensure_sandbox_image()
+    size = 64 * MB if args.quick else 1024 * MB
+    repeats = 1 if args.quick else 3
+    with tempfile.TemporaryDirectory(prefix="sandbox-ssh-bench-") as workdir:
+        bench = Bench(quick=args.quick, image=image, workdir=Path(workdir))
+        try:
+            targets = bench.targets()
+            info = machine()
+            print(
+                f"sandbox-ssh benchmark ({'quick' if args.quick else 'full'}): {info}", flush=True
+            )
+            workload_throughput(bench, targets, size, repeats)
+            workload_sftp(bench, targets, size, repeats)
+            workload_forward(bench, targets, size, repeats)
+            workload_latency(bench, targets, 30)
+            workload_echo(bench, targets, 50 if args.quick else 200)
+            workload_concurrency(bench, targets, 50 if args.quick else 200)
+            workload_storm(bench, targets, 50)
+            workload_workers(bench, size // 2)
+        finally:
+            bench.cleanup()
+        print_table(bench)
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "mode": "quick" if args.quick else "full",
+                        "machine": info,
+                        "results": bench.results,
+                    },
+                    indent=2,
+                )
+            )
+            print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
