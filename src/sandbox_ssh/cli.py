@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,20 @@ import platformdirs
 
 from . import __version__
 from ._session.forwarding import ForwardingKind
-from ._ssh.hostkey import HostKeyError
-from .config import Config, parse_address, parse_duration
+from ._session.resolve import DEFAULT_SESSION_ID_PATTERN
+from ._ssh.hostkey import HostKeyError, load_or_create_host_key
+from .audit import AuditLog
+from .config import (
+    Config,
+    ConfigError,
+    auth_mode,
+    format_address,
+    parse_address,
+    parse_duration,
+)
 from .hooks import ConnectionTracker, SandboxEnsurer
 from .http_hooks import (
+    HttpAuthorizedKeysFetcher,
     HttpConnectionTracker,
     HttpEnvVarFetcher,
     HttpHookClient,
@@ -70,9 +83,9 @@ def main() -> None:
 )
 @click.option(
     "--host-key",
-    "host_key",
+    "host_keys",
+    multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="Host key file; an ed25519 key is created there (0600) when missing. "
     f"[default: {default_host_key_path()}]",
 )
@@ -166,6 +179,123 @@ def main() -> None:
     help="Timeout of one HTTP hook attempt (3 attempts, with backoff).",
 )
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1, max=64),
+    help="Processes sharing the listening port (SO_REUSEPORT), each serving whole connections.",
+)
+@click.option(
+    "--auth",
+    type=click.Choice(["none", "publickey"]),
+    default=None,
+    help="none: the username alone admits (allowed on loopback only); publickey: a key from "
+    "the session's or the admin's authorized keys, or a certificate. "
+    "[default: none on loopback, publickey elsewhere]",
+)
+@click.option(
+    "--insecure-allow-no-auth",
+    is_flag=True,
+    help="Allow --auth none on a non-loopback address (anyone who reaches it gets any sandbox).",
+)
+@click.option(
+    "--admin-keys",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="authorized_keys file valid for every session.",
+)
+@click.option(
+    "--authorized-keys-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory holding one authorized_keys file per session ID.",
+)
+@click.option(
+    "--authorized-keys-url",
+    metavar="URL",
+    help="HTTP hook giving a session's authorized_keys lines.",
+)
+@click.option(
+    "--trusted-user-ca-keys",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CA public keys; a user certificate is valid for session S when S is a principal.",
+)
+@click.option(
+    "--session-id-pattern",
+    default=DEFAULT_SESSION_ID_PATTERN,
+    show_default=True,
+    help="Regular expression a session ID must match in full.",
+)
+@click.option(
+    "--login-grace-time",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    metavar="SECONDS",
+    help="Time a client has to authenticate.",
+)
+@click.option(
+    "--max-sessions",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Session channels per connection (shells, commands, SFTP), like sshd.",
+)
+@click.option(
+    "--max-startups",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Connections that have not finished authenticating; more are dropped.",
+)
+@click.option(
+    "--max-connections-per-session",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Live connections per session ID.",
+)
+@click.option(
+    "--client-alive-interval",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Probe an idle client this often (0: off).",
+)
+@click.option(
+    "--client-alive-count-max",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Unanswered probes before the connection is dropped.",
+)
+@click.option(
+    "--max-connections-per-minute",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="New connections per source address (0: no limit).",
+)
+@click.option(
+    "--ban-after-failures",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Rejected keys from one address that ban it for --ban-time (0: never).",
+)
+@click.option(
+    "--ban-time",
+    default="10m",
+    show_default=True,
+    metavar="DURATION",
+    callback=lambda ctx, param, value: _duration(value),
+    help="How long a ban lasts.",
+)
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append audit events as JSON lines (reopened on SIGHUP, for rotation).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -174,7 +304,7 @@ def main() -> None:
 )
 def serve(
     listen: str,
-    host_key: Path | None,
+    host_keys: tuple[Path, ...],
     docker_host: str | None,
     session_label: str,
     auto_start: bool,
@@ -191,6 +321,24 @@ def serve(
     track_url: str | None,
     hook_token_file: Path | None,
     hook_timeout: float,
+    workers: int,
+    auth: str | None,
+    insecure_allow_no_auth: bool,
+    admin_keys: Path | None,
+    authorized_keys_dir: Path | None,
+    authorized_keys_url: str | None,
+    trusted_user_ca_keys: Path | None,
+    session_id_pattern: str,
+    login_grace_time: float,
+    max_sessions: int,
+    max_startups: int,
+    max_connections_per_session: int,
+    client_alive_interval: float,
+    client_alive_count_max: int,
+    max_connections_per_minute: int,
+    ban_after_failures: int,
+    ban_time: float,
+    audit_log: Path | None,
     log_level: str,
 ) -> None:
     """Serve SSH; every connection goes into the sandbox named by its username."""
@@ -200,6 +348,18 @@ def serve(
         stream=sys.stderr,
     )
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    if workers > 1 and idle_stop:
+        raise click.UsageError(
+            "--idle-stop counts connections per process; use it with --workers 1"
+        )
+    host_key_path = host_keys[0] if host_keys else default_host_key_path()
+    if workers > 1:
+        # Create the key once, before the workers race to create it.
+        try:
+            load_or_create_host_key(host_key_path)
+        except HostKeyError as error:
+            raise click.ClickException(str(error)) from None
+        listen = _fixed_port(listen)
     provider = DockerProvider(docker_host=docker_host, label=session_label)
     token = hook_token_file.read_text().strip() if hook_token_file else None
     hooks = HttpHookClient(HttpHookSettings(token=token or None, timeout=hook_timeout))
@@ -212,7 +372,7 @@ def serve(
     ensurer: SandboxEnsurer | None = provider if auto_start else None
     config = Config(
         address=listen,
-        host_key_path=host_key or default_host_key_path(),
+        host_key_path=host_key_path,
         sandbox_provider=provider,
         sandbox_ensurer=HttpSandboxEnsurer(hooks, ensure_url) if ensure_url else ensurer,
         user_info_fetcher=HttpUserInfoFetcher(hooks, user_info_url) if user_info_url else provider,
@@ -225,7 +385,37 @@ def serve(
         ensure_timeout=ensure_timeout,
         user_fallback_root=user_fallback == "root",
         accept_env=accept_env or None,
+        reuse_port=workers > 1,
+        extra_host_key_paths=tuple(host_keys[1:]),
+        auth=auth,
+        insecure_allow_no_auth=insecure_allow_no_auth,
+        admin_keys_path=admin_keys,
+        authorized_keys_dir=authorized_keys_dir,
+        trusted_user_ca_keys_path=trusted_user_ca_keys,
+        authorized_keys_fetcher=HttpAuthorizedKeysFetcher(hooks, authorized_keys_url)
+        if authorized_keys_url
+        else None,
+        session_id_pattern=session_id_pattern,
+        login_timeout=login_grace_time,
+        max_sessions=max_sessions,
+        max_startups=max_startups,
+        max_connections_per_session=max_connections_per_session,
+        client_alive_interval=client_alive_interval,
+        client_alive_count_max=client_alive_count_max,
+        audit_sink=AuditLog(audit_log) if audit_log else None,
+        connections_per_minute=max_connections_per_minute,
+        ban_after_failures=ban_after_failures,
+        ban_seconds=ban_time,
     )
+    try:
+        auth_mode(config)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    if workers > 1:
+        _run_workers(
+            workers, lambda: _run(_serve(config, provider, hooks, idle_stopper, http_trackers))
+        )
+        return
     try:
         _run(_serve(config, provider, hooks, idle_stopper, http_trackers))
     except HostKeyError as error:
@@ -234,6 +424,49 @@ def serve(
         raise click.ClickException(
             f"cannot listen on {listen}: {error.strerror or error}"
         ) from None
+
+
+def _fixed_port(listen: str) -> str:
+    """Workers must share one port: turn port 0 into a free port chosen now."""
+    host, port = parse_address(listen)
+    if port:
+        return listen
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.bind((host, 0))
+        return format_address(host or "0.0.0.0", probe.getsockname()[1])
+
+
+def _run_workers(count: int, serve_one: Callable[[], None]) -> None:
+    """Fork ``count`` workers before any event loop exists; pass stop signals on to them."""
+    pids: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                serve_one()
+            except BaseException:
+                log.exception("worker failed")
+                code = 1
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    log.info("started %d workers: %s", count, " ".join(map(str, pids)))
+
+    def forward(signum: int, frame: object) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failed = 0
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        failed += os.waitstatus_to_exitcode(status) != 0
+    if failed:
+        raise click.ClickException(f"{failed} of {count} workers failed")
 
 
 def _run(main_coroutine: Coroutine[Any, Any, None]) -> None:
@@ -264,6 +497,8 @@ async def _serve(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, request_stop, signal.Signals(signum).name)
+    if isinstance(config.audit_sink, AuditLog):
+        loop.add_signal_handler(signal.SIGHUP, config.audit_sink.reopen)
     try:
         await server.start()
         await server.serve_forever()

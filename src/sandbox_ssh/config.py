@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._session.audit import AuditSink
 from ._session.channel import SubsystemConfig
 from ._session.forwarding import ForwardingKind, ForwardingPolicy
+from ._session.resolve import DEFAULT_SESSION_ID_PATTERN
 from .hooks import (
     ConnectionTracker,
     EnvVarFetcher,
@@ -29,6 +32,8 @@ class Config:
     sandbox_provider: SandboxProvider
     address: str = "127.0.0.1:2222"
     host_key_path: str | Path = "ssh_host_ed25519_key"
+    # More host keys to offer (e.g. an RSA key for old clients; signed with SHA-2 only).
+    extra_host_key_paths: tuple[str | Path, ...] = ()
     sandbox_ensurer: SandboxEnsurer | None = None
     user_info_fetcher: UserInfoFetcher | None = None
     env_var_fetcher: EnvVarFetcher | None = None
@@ -45,6 +50,30 @@ class Config:
     user_fallback_root: bool = False
     # Client env variables accepted (shell-style patterns, like sshd's AcceptEnv); None: all.
     accept_env: tuple[str, ...] | None = None
+    # Let several processes listen on the same port (SO_REUSEPORT), as `serve --workers` does.
+    reuse_port: bool = False
+    # "none" (the username alone, loopback only) or "publickey"; None picks "none" on
+    # loopback and "publickey" on any other address.
+    auth: str | None = None
+    # Allow "none" on a non-loopback address (warned about at start-up).
+    insecure_allow_no_auth: bool = False
+    admin_keys_path: Path | None = None  # authorized_keys valid for every session
+    authorized_keys_dir: Path | None = None  # DIR/<session-id>
+    trusted_user_ca_keys_path: Path | None = None  # CA keys; a cert names the session
+    authorized_keys_fetcher: Callable[[str], Awaitable[str]] | None = None  # e.g. HTTP
+    session_id_pattern: str = DEFAULT_SESSION_ID_PATTERN
+    max_sessions: int = 10  # session channels per connection, like sshd's MaxSessions
+    max_startups: int = 100  # connections that have not finished authenticating
+    max_connections_per_session: int = 100
+    client_alive_interval: float = 0.0  # seconds; 0 = off
+    client_alive_count_max: int = 3
+    # Per source address: new connections per minute (bursts allowed), and rejected keys
+    # that ban the address for ban_seconds. 0 switches either off.
+    connections_per_minute: int = 3000
+    ban_after_failures: int = 20
+    ban_seconds: float = 600.0
+    # Where audit events go (e.g. sandbox_ssh.audit.AuditLog); None: nowhere.
+    audit_sink: AuditSink | None = None
     server_version: str = "sandbox-ssh"
 
 
@@ -100,3 +129,33 @@ def parse_duration(text: str) -> float:
     if not cleaned:
         raise ValueError("empty duration")
     return total
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def is_loopback(address: str) -> bool:
+    host, _ = parse_address(address)
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ConfigError(Exception):
+    """The configuration is unsafe or inconsistent; the server refuses to start."""
+
+
+def auth_mode(config: Config) -> str:
+    """The authentication mode, refusing no-auth beyond loopback unless explicitly allowed."""
+    mode = config.auth or ("none" if is_loopback(config.address) else "publickey")
+    if mode not in ("none", "publickey"):
+        raise ConfigError(f"unknown auth mode {mode!r}: use none or publickey")
+    if mode == "none" and not is_loopback(config.address) and not config.insecure_allow_no_auth:
+        raise ConfigError(
+            f"refusing to listen on {config.address} without authentication: anyone who can "
+            "reach it could use any sandbox. Use --auth publickey, or --insecure-allow-no-auth"
+        )
+    return mode

@@ -136,6 +136,20 @@ class HttpEnvVarFetcher:
         return dict(env)
 
 
+class HttpAuthorizedKeysFetcher:
+    """``POST {"session_id"}`` → ``{"authorized_keys": "<authorized_keys lines>"}``."""
+
+    def __init__(self, client: HttpHookClient, url: str) -> None:
+        self._client, self._url = client, url
+
+    async def __call__(self, session_id: str) -> str:
+        answer = await self._client.call("authorized-keys", self._url, {"session_id": session_id})
+        keys = answer.get("authorized_keys", "")
+        if not isinstance(keys, str):
+            raise HookError("the authorized-keys hook answered without a string of keys")
+        return keys
+
+
 class HttpConnectionTracker:
     """``POST {"session_id", "connection_id", "event": "connect" | "disconnect"}``.
 

@@ -5,17 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Coroutine
 from typing import Any
 
 import asyncssh
 
+from ._session.audit import NoAudit
 from ._session.ensure import EnsureCoordinator
 from ._session.forwarding import ForwardingKind
+from ._session.keys import AuthorizedKeysSource, KeySources
 from ._session.resolve import Hooks
+from ._ssh import algorithms
 from ._ssh.connection import GatewayConnection, GatewayState
-from ._ssh.hostkey import load_or_create_host_key
-from .config import Config, format_address, forwarding_policy, parse_address, subsystem_config
+from ._ssh.hostkey import load_host_key, load_or_create_host_key
+from ._ssh.limits import SourceGuard
+from .config import (
+    Config,
+    auth_mode,
+    format_address,
+    forwarding_policy,
+    is_loopback,
+    parse_address,
+    subsystem_config,
+)
 from .hooks import SandboxEnsurer, SandboxNetwork
 
 log = logging.getLogger("sandbox_ssh.server")
@@ -31,6 +44,7 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        provider = config.sandbox_provider
         self._hooks = Hooks(
             provider=config.sandbox_provider,
             ensurer=config.sandbox_ensurer,
@@ -38,6 +52,7 @@ class Server:
             env_var_fetcher=config.env_var_fetcher,
             ensures=EnsureCoordinator(config.ensure_timeout),
             user_fallback_root=config.user_fallback_root,
+            session_id_pattern=re.compile(config.session_id_pattern),
         )
         self._background: set[asyncio.Task[None]] = set()
         self._state = GatewayState(
@@ -47,6 +62,24 @@ class Server:
             forwarding_policy=forwarding_policy(config),
             subsystems=subsystem_config(config),
             accept_env=config.accept_env,
+            key_sources=KeySources(
+                admin_keys=config.admin_keys_path,
+                directory=config.authorized_keys_dir,
+                provider=provider if isinstance(provider, AuthorizedKeysSource) else None,
+                fetchers=(config.authorized_keys_fetcher,)
+                if config.authorized_keys_fetcher
+                else (),
+                trusted_user_ca_keys=config.trusted_user_ca_keys_path,
+            ),
+            max_sessions=config.max_sessions,
+            max_startups=config.max_startups,
+            max_connections_per_session=config.max_connections_per_session,
+            audit=config.audit_sink or NoAudit(),
+            sources=SourceGuard(
+                connections_per_minute=config.connections_per_minute,
+                ban_after_failures=config.ban_after_failures,
+                ban_seconds=config.ban_seconds,
+            ),
         )
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._stopped = asyncio.Event()
@@ -66,25 +99,43 @@ class Server:
 
     async def start(self) -> None:
         host, port = parse_address(self.config.address)
-        host_key = load_or_create_host_key(self.config.host_key_path)
+        self._state.auth_mode = auth_mode(self.config)
+        if self._state.auth_mode == "none" and not is_loopback(self.config.address):
+            log.warning(
+                "authentication is OFF on %s (--insecure-allow-no-auth): anyone who "
+                "can reach it can use any sandbox",
+                self.config.address,
+            )
+        host_keys = [load_or_create_host_key(self.config.host_key_path)]
+        host_keys += [load_host_key(path) for path in self.config.extra_host_key_paths]
         self._stopped.clear()
         self._state.stopping = False
         self._acceptor = await asyncssh.create_server(
             lambda: GatewayConnection(self._state),
             host or None,
             port,
-            server_host_keys=[host_key],
+            server_host_keys=host_keys,
             server_version=self.config.server_version,
             encoding=None,
             line_editor=False,
             allow_scp=False,
             agent_forwarding=False,
             x11_forwarding=False,
-            compression_algs=["none"],
+            kex_algs=list(algorithms.KEX_ALGS),
+            encryption_algs=list(algorithms.ENCRYPTION_ALGS),
+            mac_algs=list(algorithms.MAC_ALGS),
+            signature_algs=list(algorithms.SIGNATURE_ALGS),
+            compression_algs=list(algorithms.COMPRESSION_ALGS),
             login_timeout=self.config.login_timeout,
+            keepalive_interval=self.config.client_alive_interval,
+            keepalive_count_max=self.config.client_alive_count_max,
+            password_auth=False,
+            kbdint_auth=False,
+            gss_host=None,
             reuse_address=True,
+            reuse_port=self.config.reuse_port or None,
         )
-        log.info("listening on %s", self.addr)
+        log.info("listening on %s (auth: %s)", self.addr, self._state.auth_mode)
         self._report_forwarding()
 
     def _report_forwarding(self) -> None:

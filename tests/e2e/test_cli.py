@@ -310,3 +310,21 @@ def test_idle_stop_accept_env_and_user_fallback_flags(
         assert ssh.run(sandbox.session_id, "echo again").stdout == b"again\n"
     finally:
         gateway.terminate()
+
+
+def test_workers_share_the_port_and_stop_together(
+    tmp_path: Path, containers: Containers, client_tools: None
+) -> None:
+    gateway, ssh = serve(tmp_path, "--workers", "2")
+    try:
+        gateway.wait_for_log(lambda text: text.count("listening on") == 2)
+        sandbox = containers.start()
+        assert sandbox.session_id
+        for index in range(6):
+            assert ssh.run(sandbox.session_id, f"echo {index}").stdout == f"{index}\n".encode()
+        workers = re.search(r"started 2 workers: (\d+) (\d+)", gateway.log_text())
+        assert workers, gateway.log_text()
+    finally:
+        assert gateway.terminate() == 0
+    for pid in workers.groups():
+        assert not Path(f"/proc/{pid}").exists()

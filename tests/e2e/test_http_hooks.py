@@ -29,6 +29,7 @@ class HookServer:
     behaviour: dict[str, str] = field(default_factory=dict)
     port: int = 0
     runner: web.AppRunner | None = None
+    keys: dict[str, str] = field(default_factory=dict)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         hook = request.match_info["hook"]
@@ -38,7 +39,7 @@ class HookServer:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return web.json_response({"error": "bad hook token"}, status=401)
         if mode == f"{hook}:slow":
-            await asyncio.sleep(30)
+            await asyncio.sleep(3)  # past the 1 s hook timeout
         if mode == f"{hook}:500":
             return web.Response(status=500, text="boom")
         if mode == f"{hook}:403":
@@ -47,6 +48,8 @@ class HookServer:
             return web.Response(text="{not json", content_type="application/json")
         if hook == "user":
             return web.json_response({"username": "dev", "uid": 1000, "gid": 1000})
+        if hook == "keys":
+            return web.json_response({"authorized_keys": self.keys.get(body["session_id"], "")})
         if hook == "env":
             return web.json_response({"env": {"PLATFORM_TOKEN": "from-hook", "MULTI": "a\nb"}})
         return web.json_response({"ok": True})
@@ -190,3 +193,33 @@ def test_hook_protocol_doc_examples_are_valid_json() -> None:
     assert blocks
     for block in blocks:
         json.loads(block.split("```")[0])
+
+
+def test_authorized_keys_from_the_http_hook(
+    tmp_path: Path, hook_server: HookServer, containers: Containers, client_tools: None
+) -> None:
+    import subprocess
+
+    key = tmp_path / "user_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    gateway = CliGateway(
+        tmp_path / "host_key",
+        "--auth",
+        "publickey",
+        "--authorized-keys-url",
+        hook_server.url("keys"),
+        "--hook-token-file",
+        str(token_file),
+    )
+    try:
+        ssh = SSHClient(gateway.host, gateway.port, gateway.host_key_path, tmp_path / "client")
+        sandbox = containers.start()
+        assert sandbox.session_id
+        options = ["-o", f"IdentityFile={key}", "-o", "IdentitiesOnly=yes"]
+        assert ssh.run(sandbox.session_id, "true", options=options).returncode == 255
+        hook_server.keys[sandbox.session_id] = Path(f"{key}.pub").read_text()
+        assert ssh.run(sandbox.session_id, "echo hooked", options=options).stdout == b"hooked\n"
+    finally:
+        gateway.terminate()

@@ -127,3 +127,38 @@ def test_one_line_bounds_and_cleans_text() -> None:
     assert one_line(RuntimeError("a\n\tb\x1b[31m")) == "a b?[31m"
     assert len(one_line(RuntimeError("x" * 1000))) == 300
     assert one_line(RuntimeError()) == "RuntimeError"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "x" * 4096,
+        "abc\x1b[2J",
+        "a\nb",
+        "../etc",
+        "*",
+        "-oProxyCommand=x",
+        "\uff41\uff42\uff43",
+        "\u0430bc",
+        "a b",
+        "a/b",
+        "a\x00b",
+        ".hidden",
+        "x" * 129,
+    ],
+)
+def test_invalid_session_ids_are_refused_before_any_runtime_call(bad: str) -> None:
+    provider = FakeProvider(sandbox())
+    with pytest.raises(ConnectionRejected, match="not a valid session ID") as caught:
+        asyncio.run(resolve_connection(Hooks(provider=provider), bad))
+    assert provider.lookups == 0
+    reason = str(caught.value)
+    assert reason.isprintable() and len(reason) < 200
+
+
+@pytest.mark.parametrize("good", ["a", "A1", "sess-01.b_c", "x" * 128, "0"])
+def test_valid_session_ids(good: str) -> None:
+    provider = FakeProvider(sandbox())
+    asyncio.run(resolve_connection(Hooks(provider=provider), good))
+    assert provider.lookups == 1

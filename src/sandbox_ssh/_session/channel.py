@@ -14,12 +14,25 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..hooks import OutputStream, ProcessSpec, SandboxProcess, SandboxProvider, TerminalSize
+from ..hooks import (
+    OutputStream,
+    ProcessSpec,
+    SandboxError,
+    SandboxProcess,
+    SandboxProvider,
+    TerminalSize,
+)
 from . import login
+from .audit import ConnectionAudit, NoAudit
 from .environment import Endpoints, accepts, build_environment
 from .resolve import ResolvedConnection, one_line
 
 log = logging.getLogger("sandbox_ssh.session")
+
+# Bounds on what env requests may add: beyond them variables are ignored, as unaccepted
+# ones are, so a flood of requests cannot grow memory or the exec request without limit.
+MAX_CLIENT_ENV_VARIABLES = 1000
+MAX_CLIENT_ENV_BYTES = 256 * 1024
 
 # Stop granting the client SSH window while this much stdin waits for the sandbox.
 _STDIN_HIGH_WATER = 1 << 20
@@ -81,6 +94,7 @@ class SessionChannel:
         subsystems: SubsystemConfig | None = None,
         subsystem_cache: dict[str, str] | None = None,
         accept_env: tuple[str, ...] | None = None,
+        audit: ConnectionAudit | None = None,
     ) -> None:
         self._provider = provider
         self._connection = connection
@@ -92,7 +106,9 @@ class SessionChannel:
         self._subsystem_cache = subsystem_cache if subsystem_cache is not None else {}
         self._subsystem_argv: list[str] = []
         self._accept_env = accept_env
+        self._audit = audit or ConnectionAudit(NoAudit(), "-")
         self._client_env: dict[str, str] = {}
+        self._client_env_bytes = 0
         self._mode: login.Mode | None = None
         self._process: SandboxProcess | None = None
         self._stdin: collections.deque[bytes | None] = collections.deque()
@@ -115,8 +131,16 @@ class SessionChannel:
 
     def set_env(self, name: str, value: str) -> None:
         # Like sshd, a variable that is not accepted is dropped without a word.
-        if accepts(name, self._accept_env):
-            self._client_env[name] = value
+        if not accepts(name, self._accept_env):
+            return
+        size = len(name) + len(value)
+        if name not in self._client_env and (
+            len(self._client_env) >= MAX_CLIENT_ENV_VARIABLES
+            or self._client_env_bytes + size > MAX_CLIENT_ENV_BYTES
+        ):
+            return
+        self._client_env[name] = value
+        self._client_env_bytes += size
 
     async def prepare_subsystem(self, name: str) -> bool:
         """Whether the subsystem can run; a refusal's reason goes to the client's stderr."""
@@ -162,6 +186,14 @@ class SessionChannel:
 
     def start(self, mode: login.Mode, command: str | None) -> None:
         self._mode = mode
+        pty = self._pty is not None
+        term = self._pty.term if self._pty else None
+        if mode is login.Mode.EXEC:
+            self._audit.record("exec", command=command, pty=pty)
+        elif mode is login.Mode.SHELL:
+            self._audit.record("shell", pty=pty, term=term)
+        else:
+            self._audit.record("subsystem", argv=self._subsystem_argv)
         self._task = asyncio.ensure_future(self._run(mode, command))
 
     # Traffic and events while it runs.
@@ -206,11 +238,12 @@ class SessionChannel:
         self._spawn(self._hang_up(process, running=not self._finished))
 
     async def _hang_up(self, process: SandboxProcess, running: bool) -> None:
-        try:
-            if running:
-                await process.hangup()
-        finally:
-            await process.close()
+        # Release the output stream first: Docker finishes an exec (and every later exec
+        # of the container) only once its output has been drained or dropped, so a hangup
+        # run while a stalled stream is still held would wait on itself.
+        await process.close()
+        if running:
+            await process.hangup()
 
     # Internals.
 
@@ -238,9 +271,13 @@ class SessionChannel:
         try:
             await self._pump_output(process)
             status = await process.wait()
+        except SandboxError as error:
+            self._output.write(f"sandbox-ssh: {one_line(error)}\r\n".encode(), OutputStream.STDERR)
+            status = 255
         finally:
             stdin_task.cancel()
         self._finished = True
+        self._audit.record("exit", status=status)
         self._output.exit(status)
         self._spawn(process.close())
 

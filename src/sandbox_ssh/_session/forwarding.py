@@ -5,12 +5,16 @@ from __future__ import annotations
 import enum
 import logging
 import socket
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..hooks import BoundListener, SandboxNetwork, SandboxProvider
+from .audit import ConnectionAudit, NoAudit
 from .resolve import ResolvedConnection, one_line
 
 log = logging.getLogger("sandbox_ssh.forwarding")
+T = TypeVar("T")
 
 
 class ForwardingKind(enum.Enum):
@@ -51,11 +55,27 @@ class Forwarding:
     """The forwarding requests of one connection."""
 
     def __init__(
-        self, provider: SandboxProvider, connection: ResolvedConnection, policy: ForwardingPolicy
+        self,
+        provider: SandboxProvider,
+        connection: ResolvedConnection,
+        policy: ForwardingPolicy,
+        audit: ConnectionAudit | None = None,
     ) -> None:
         self._network = provider if isinstance(provider, SandboxNetwork) else None
         self._connection = connection
         self._policy = policy
+        self._audit = audit or ConnectionAudit(NoAudit(), "-")
+
+    async def _audited(self, kind: ForwardingKind, target: str, operation: Awaitable[T]) -> T:
+        try:
+            result = await operation
+        except ForwardingRefused as refusal:
+            self._audit.record(
+                "forward.refused", kind=kind.value, target=target, reason=str(refusal)
+            )
+            raise
+        self._audit.record("forward", kind=kind.value, target=target)
+        return result
 
     def _require(self, kind: ForwardingKind) -> SandboxNetwork:
         if not self._policy.allows(kind):
@@ -72,6 +92,11 @@ class Forwarding:
         return self._network
 
     async def connect_tcp(self, host: str, port: int) -> socket.socket:
+        return await self._audited(
+            ForwardingKind.LOCAL, f"{host}:{port}", self._connect_tcp(host, port)
+        )
+
+    async def _connect_tcp(self, host: str, port: int) -> socket.socket:
         network = self._require(ForwardingKind.LOCAL)
         try:
             return await network.connect_tcp(self._connection.sandbox, host, port)
@@ -79,6 +104,10 @@ class Forwarding:
             raise ForwardingRefused(one_line(error), prohibited=False) from error
 
     async def connect_unix(self, path: str) -> socket.socket:
+        operation = self._connect_unix(path)
+        return await self._audited(ForwardingKind.LOCAL_SOCKET, path, operation)
+
+    async def _connect_unix(self, path: str) -> socket.socket:
         network = self._require(ForwardingKind.LOCAL_SOCKET)
         if not path.startswith("/"):
             raise ForwardingRefused(f"socket path {path!r} is not absolute", prohibited=False)
@@ -88,6 +117,11 @@ class Forwarding:
             raise ForwardingRefused(one_line(error), prohibited=False) from error
 
     async def listen_tcp(self, host: str, port: int) -> BoundListener:
+        return await self._audited(
+            ForwardingKind.REMOTE, f"{host}:{port}", self._listen_tcp(host, port)
+        )
+
+    async def _listen_tcp(self, host: str, port: int) -> BoundListener:
         network = self._require(ForwardingKind.REMOTE)
         if 0 < port < 1024 and self._connection.user.uid != 0:
             raise ForwardingRefused(f"port {port} is privileged", prohibited=True)
@@ -97,6 +131,10 @@ class Forwarding:
             raise ForwardingRefused(one_line(error), prohibited=False) from error
 
     async def listen_unix(self, path: str) -> BoundListener:
+        operation = self._listen_unix(path)
+        return await self._audited(ForwardingKind.REMOTE_SOCKET, path, operation)
+
+    async def _listen_unix(self, path: str) -> BoundListener:
         network = self._require(ForwardingKind.REMOTE_SOCKET)
         if not path.startswith("/"):
             raise ForwardingRefused(f"socket path {path!r} is not absolute", prohibited=False)

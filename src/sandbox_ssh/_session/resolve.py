@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,10 @@ from .ensure import EnsureCoordinator
 
 log = logging.getLogger("sandbox_ssh.session")
 _MAX_REASON = 300
+_MAX_SHOWN_ID = 64
+
+# What a session ID may look like; anything else is refused before any runtime call.
+DEFAULT_SESSION_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 
 
 class ConnectionRejected(Exception):
@@ -46,6 +51,9 @@ class Hooks:
     ensures: EnsureCoordinator = field(default_factory=lambda: EnsureCoordinator(60.0))
     # The original's behaviour: run as root when the user fetch fails (logged each time).
     user_fallback_root: bool = False
+    session_id_pattern: re.Pattern[str] = field(
+        default_factory=lambda: re.compile(DEFAULT_SESSION_ID_PATTERN)
+    )
 
 
 def one_line(error: BaseException) -> str:
@@ -53,6 +61,21 @@ def one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
+def shown_id(session_id: str) -> str:
+    """A session ID safe to print: escaped and bounded."""
+    escaped = session_id.encode("unicode_escape", "backslashreplace").decode("ascii")
+    escaped = escaped.replace('"', '\\"')
+    return escaped if len(escaped) <= _MAX_SHOWN_ID else escaped[: _MAX_SHOWN_ID - 3] + "..."
+
+
+def check_session_id(session_id: str, pattern: re.Pattern[str]) -> None:
+    if not pattern.fullmatch(session_id):
+        raise ConnectionRejected(
+            f'session "{shown_id(session_id)}": not a valid session ID '
+            f"(letters, digits, '.', '_' and '-', at most 128)"
+        )
 
 
 def _reject(session_id: str, reason: str) -> ConnectionRejected:
@@ -69,6 +92,7 @@ async def resolve_connection(
 
     ``notify`` tells a waiting person what is happening (an SSH auth banner).
     """
+    check_session_id(session_id, hooks.session_id_pattern)
     provider, ensurer = hooks.provider, hooks.ensurer
     try:
         sandbox = await provider.find_sandbox(session_id)

@@ -5,19 +5,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
 
+from .._session.audit import AuditSink, ConnectionAudit, NoAudit
 from .._session.channel import SessionChannel, SubsystemConfig
 from .._session.environment import Endpoints
 from .._session.forwarding import Forwarding, ForwardingPolicy
-from .._session.resolve import ConnectionRejected, Hooks, ResolvedConnection, resolve_connection
+from .._session.keys import KeySources, collect_authorized_keys
+from .._session.resolve import (
+    ConnectionRejected,
+    Hooks,
+    ResolvedConnection,
+    one_line,
+    resolve_connection,
+)
 from ..hooks import ConnectionTracker, Release
 from . import forwarding
+from .auth import limit_auth_attempts, parse_authorized_keys
+from .limits import SourceGuard
 from .session import SSHChannelAdapter
+from .traffic import TrafficCounter
 
 log = logging.getLogger("sandbox_ssh.server")
 
@@ -34,7 +46,16 @@ class GatewayState:
     forwarding_policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
     subsystems: SubsystemConfig = field(default_factory=SubsystemConfig)
     accept_env: tuple[str, ...] | None = None
+    auth_mode: str = "none"
+    key_sources: KeySources = field(default_factory=KeySources)
+    max_sessions: int = 10
+    max_startups: int = 100
+    max_connections_per_session: int = 100
     connections: set[GatewayConnection] = field(default_factory=set)
+    unauthenticated: int = 0
+    live_per_session: dict[str, int] = field(default_factory=dict)
+    audit: AuditSink = field(default_factory=NoAudit)
+    sources: SourceGuard = field(default_factory=SourceGuard)
     stopping: bool = False
 
 
@@ -62,6 +83,12 @@ class GatewayConnection(asyncssh.SSHServer):
         self._channels: set[SessionChannel] = set()
         self._forwarding: Forwarding | None = None
         self._subsystem_cache: dict[str, str] = {}
+        self._authenticating = False
+        self._counted_session: str | None = None
+        self._open_sessions = 0
+        self._audit = ConnectionAudit(state.audit, uuid.uuid4().hex[:16])
+        self._traffic: TrafficCounter | None = None
+        self._key_fingerprint: str | None = None
 
     @property
     def session_id(self) -> str | None:
@@ -71,7 +98,46 @@ class GatewayConnection(asyncssh.SSHServer):
         self._conn = conn
         self._peer = _address(conn.get_extra_info("peername"))
         self._local = _address(conn.get_extra_info("sockname"))
+        self._audit.context["remote"] = f"{self._peer[0]}:{self._peer[1]}"
+        if not isinstance(self._state.audit, NoAudit):
+            self._traffic = TrafficCounter(conn.get_extra_info("socket"))
         self._state.connections.add(self)
+        refusal = self._state.sources.admit(self._peer[0])
+        if refusal is not None:
+            log.warning("refusing %s:%d: %s", *self._peer, refusal)
+            self._outcome = f"refused: {refusal}"
+            self._audit.record("connection.refused", reason=refusal)
+            conn.abort()
+            return
+        if self._state.unauthenticated >= self._state.max_startups:
+            # Like sshd's MaxStartups: shed load before spending a handshake on it.
+            log.warning(
+                "refusing %s:%d: %d connections are still authenticating",
+                *self._peer,
+                self._state.unauthenticated,
+            )
+            self._outcome = "refused: too many unauthenticated connections"
+            conn.abort()
+            return
+        self._state.unauthenticated += 1
+        self._authenticating = True
+        if self._state.auth_mode == "publickey":
+            limit_auth_attempts(conn, self._auth_failed, self._auth_succeeded)
+
+    def _auth_failed(self, fingerprint: str) -> None:
+        log.info("publickey rejected from %s:%d (%s)", *self._peer, fingerprint)
+        self._audit.record("auth", method="publickey", result="failure", key=fingerprint)
+        if self._state.sources.auth_failed(self._peer[0]):
+            log.warning("banning %s after repeated authentication failures", self._peer[0])
+            self._audit.record("ban", address=self._peer[0])
+
+    def _auth_succeeded(self, fingerprint: str) -> None:
+        self._key_fingerprint = fingerprint
+
+    def _done_authenticating(self) -> None:
+        if self._authenticating:
+            self._authenticating = False
+            self._state.unauthenticated -= 1
 
     async def begin_auth(self, username: str) -> bool:
         try:
@@ -80,12 +146,41 @@ class GatewayConnection(asyncssh.SSHServer):
             )
         except ConnectionRejected as rejection:
             self._outcome = f"rejected: {rejection}"
+            self._audit.record(
+                "connection.rejected", username=username[:200], reason=str(rejection)
+            )
             raise asyncssh.DisconnectError(asyncssh.DISC_BY_APPLICATION, str(rejection)) from None
+        live = self._state.live_per_session.get(username, 0)
+        if live >= self._state.max_connections_per_session:
+            self._outcome = "rejected: too many connections to this session"
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_TOO_MANY_CONNECTIONS,
+                f'session "{username}": too many connections ({live}) to this session',
+            )
+        self._audit.context["session"] = username
         self._forwarding = Forwarding(
-            self._state.hooks.provider, self._resolved, self._state.forwarding_policy
+            self._state.hooks.provider, self._resolved, self._state.forwarding_policy, self._audit
         )
-        # The username is the session ID; no further authentication in this mode.
-        return False
+        if self._state.auth_mode == "none":
+            return False  # the username is the session ID, as in the original
+        try:
+            text = await collect_authorized_keys(username, self._state.key_sources)
+        except Exception as error:
+            self._outcome = "rejected: authorized keys unavailable"
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_BY_APPLICATION,
+                f'session "{username}": cannot read its authorized keys: {one_line(error)}',
+            ) from None
+        keys = parse_authorized_keys(text, username)
+        if keys is not None and self._conn is not None:
+            self._conn.set_authorized_keys(keys)
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return self._state.auth_mode == "publickey"
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return False  # only keys from the authorized sources, matched by asyncssh
 
     def _send_banner(self, message: str) -> None:
         if self._conn is not None:
@@ -94,6 +189,20 @@ class GatewayConnection(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         resolved = self._resolved
         assert resolved is not None
+        self._done_authenticating()
+        self._audit.record(
+            "auth", method=self._state.auth_mode, result="success", key=self._key_fingerprint
+        )
+        client_version = self._conn.get_extra_info("client_version") if self._conn else None
+        self._audit.record(
+            "connection.open",
+            client_version=client_version,
+            sandbox=resolved.sandbox.id[:12],
+            user=resolved.user.username,
+        )
+        self._counted_session = resolved.session_id
+        live = self._state.live_per_session
+        live[resolved.session_id] = live.get(resolved.session_id, 0) + 1
         log.info(
             "connection opened: session=%s remote=%s:%d sandbox=%s user=%s",
             resolved.session_id,
@@ -113,6 +222,19 @@ class GatewayConnection(asyncssh.SSHServer):
             return False
         endpoints = Endpoints(self._peer[0], self._peer[1], self._local[0], self._local[1])
 
+        if self._open_sessions >= self._state.max_sessions:
+            log.warning(
+                "session %s from %s:%d: refusing channel beyond --max-sessions %d",
+                resolved.session_id,
+                *self._peer,
+                self._state.max_sessions,
+            )
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE,
+                f"too many sessions on this connection (at most {self._state.max_sessions})",
+            )
+        self._open_sessions += 1
+
         def make_session(adapter: SSHChannelAdapter) -> SessionChannel:
             channel = SessionChannel(
                 self._state.hooks.provider,
@@ -123,11 +245,15 @@ class GatewayConnection(asyncssh.SSHServer):
                 subsystems=self._state.subsystems,
                 subsystem_cache=self._subsystem_cache,
                 accept_env=self._state.accept_env,
+                audit=self._audit,
             )
             self._channels.add(channel)
             return channel
 
-        return SSHChannelAdapter(make_session)
+        return SSHChannelAdapter(make_session, on_close=self._session_closed)
+
+    def _session_closed(self) -> None:
+        self._open_sessions -= 1
 
     # Forwarding: always inside the sandbox; see _ssh/forwarding.py.
 
@@ -162,6 +288,14 @@ class GatewayConnection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state.connections.discard(self)
+        self._done_authenticating()
+        if self._counted_session is not None:
+            live = self._state.live_per_session
+            remaining = live.get(self._counted_session, 1) - 1
+            if remaining > 0:
+                live[self._counted_session] = remaining
+            else:
+                live.pop(self._counted_session, None)
         for channel in self._channels:
             channel.close()  # idempotent; asyncssh also closes each channel
         self._channels.clear()
@@ -172,6 +306,14 @@ class GatewayConnection(asyncssh.SSHServer):
             except Exception:
                 log.exception("connection tracker release failed")
         outcome = self._outcome or self._describe_end(exc)
+        sent, received = self._traffic.finish() if self._traffic else (None, None)
+        self._audit.record(
+            "connection.close",
+            duration=round(time.monotonic() - self._opened_at, 3),
+            bytes_in=received,
+            bytes_out=sent,
+            end=outcome,
+        )
         log.info(
             "connection closed: session=%s remote=%s:%d duration=%.3fs end=%s",
             self.session_id or "-",

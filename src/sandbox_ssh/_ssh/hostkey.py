@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 import asyncssh
@@ -13,15 +14,30 @@ class HostKeyError(Exception):
     """The host key cannot be used; the gateway must not start."""
 
 
+def load_host_key(path: str | Path) -> asyncssh.SSHKey:
+    """Read a host key, refusing one that the group or others may read."""
+    key_path = Path(path).expanduser()
+    try:
+        mode = key_path.stat().st_mode
+    except OSError as error:
+        raise HostKeyError(f"host key {key_path} cannot be used: {error.strerror}") from error
+    if mode & 0o077:
+        raise HostKeyError(
+            f"host key {key_path} cannot be used: it is readable by group or others "
+            f"(mode {stat.S_IMODE(mode):04o}); run chmod 600 on it"
+        )
+    try:
+        return asyncssh.read_private_key(str(key_path))
+    except (OSError, asyncssh.KeyImportError, ValueError) as error:
+        # Never overwrite: the file may be a key an operator cares about.
+        raise HostKeyError(f"host key {key_path} cannot be used: {error}") from error
+
+
 def load_or_create_host_key(path: str | Path) -> asyncssh.SSHKey:
     """Read the key at ``path``; when there is no file, write a new ed25519 key there (0600)."""
     key_path = Path(path).expanduser()
     if key_path.exists() or key_path.is_symlink():
-        try:
-            return asyncssh.read_private_key(str(key_path))
-        except (OSError, asyncssh.KeyImportError, ValueError) as error:
-            # Never overwrite: the file may be a key an operator cares about.
-            raise HostKeyError(f"host key {key_path} cannot be used: {error}") from error
+        return load_host_key(key_path)
     key = asyncssh.generate_private_key("ssh-ed25519", comment="sandbox-ssh host key")
     try:
         key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

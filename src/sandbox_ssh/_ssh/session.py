@@ -26,8 +26,11 @@ def _terminal_size(cols: int, rows: int) -> TerminalSize:
 class SSHChannelAdapter(asyncssh.SSHServerSession[bytes]):
     """Implements the session logic's ChannelOutput on an asyncssh server channel."""
 
-    def __init__(self, make_session: SessionFactory) -> None:
+    def __init__(
+        self, make_session: SessionFactory, on_close: Callable[[], None] | None = None
+    ) -> None:
         self._make_session = make_session
+        self._on_close = on_close
         self._chan: asyncssh.SSHServerChannel[bytes] | None = None
         self._session: SessionChannel | None = None
         self._writable = asyncio.Event()
@@ -160,3 +163,6 @@ class SSHChannelAdapter(asyncssh.SSHServerSession[bytes]):
         self._writable.set()
         if self._session is not None:
             self._session.close()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiodocker
 import aiohttp
@@ -23,7 +24,9 @@ from ._client import open_client, resolve_docker_host
 from ._network import DockerNetwork
 from ._process import DockerProcess
 
+T = TypeVar("T")
 DEFAULT_LABEL = "sandbox-ssh.session"
+AUTHORIZED_KEYS_LABEL = "sandbox-ssh.authorized-keys"
 _STATUS_BY_STATE = {
     "running": SandboxStatus.RUNNING,
     "created": SandboxStatus.STOPPED,
@@ -82,6 +85,7 @@ class DockerProvider:
         self._connector: aiohttp.BaseConnector | None = None
         self._user_cache: dict[tuple[str, str], tuple[float, UserInfo]] = {}
         self._gid_cache: dict[tuple[str, int], tuple[float, int | None]] = {}
+        self._in_flight: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._network = DockerNetwork(
             lambda: self.docker, resolve_docker_host(docker_host).startswith("unix://")
         )
@@ -101,7 +105,20 @@ class DockerProvider:
             connector, self._connector = self._connector, None
             await connector.close()
 
+    async def _coalesced(self, key: tuple[str, str], call: Callable[[], Awaitable[T]]) -> T:
+        """Concurrent identical queries share one API call (a connection storm makes many)."""
+        running = self._in_flight.get(key)
+        if running is None:
+            running = asyncio.ensure_future(call())
+            self._in_flight[key] = running
+            running.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        result: T = await asyncio.shield(running)
+        return result
+
     async def find_sandbox(self, session_id: str) -> Sandbox | None:
+        return await self._coalesced(("find", session_id), lambda: self._find(session_id))
+
+    async def _find(self, session_id: str) -> Sandbox | None:
         try:
             containers = await self.docker.containers.list(
                 all=True, filters={"label": [f"{self.label}={session_id}"]}
@@ -169,6 +186,15 @@ class DockerProvider:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
 
+    async def get_authorized_keys(self, session_id: str) -> str:
+        """authorized_keys lines from the container's ``sandbox-ssh.authorized-keys`` label."""
+        sandbox = await self.find_sandbox(session_id)
+        if sandbox is None:
+            return ""
+        info = await self.docker.containers.container(sandbox.id).show()
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        return str(labels.get(AUTHORIZED_KEYS_LABEL, ""))
+
     async def stop_sandbox(self, session_id: str) -> None:
         sandbox = await self.find_sandbox(session_id)
         if sandbox is None or sandbox.status is not SandboxStatus.RUNNING:
@@ -179,6 +205,9 @@ class DockerProvider:
             raise SandboxError(f"cannot stop the sandbox: {error.message}") from error
 
     async def get_user_info(self, session_id: str) -> UserInfo:
+        return await self._coalesced(("user", session_id), lambda: self._user_info(session_id))
+
+    async def _user_info(self, session_id: str) -> UserInfo:
         sandbox = await self._require(session_id)
         info = await self.docker.containers.container(sandbox.id).show()
         configured = (info.get("Config") or {}).get("User") or ""

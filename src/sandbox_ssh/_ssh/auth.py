@@ -1,0 +1,83 @@
+"""Public-key authentication on asyncssh, with sshd's limits.
+
+asyncssh matches keys and certificates and enforces the authorized_keys
+options (from=, command=, environment=, no-pty, no-port-forwarding), and it
+binds identity only to a key whose signature verified. What it lacks is
+sshd's MaxAuthTries, added here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncssh
+from asyncssh.public_key import decode_ssh_certificate, decode_ssh_public_key
+
+log = logging.getLogger("sandbox_ssh.auth")
+
+MAX_AUTH_ATTEMPTS = 6
+
+
+def parse_authorized_keys(text: str, session_id: str) -> asyncssh.SSHAuthorizedKeys | None:
+    """The valid lines of ``text``; bad lines are skipped with a warning, as sshd does."""
+    good: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            asyncssh.import_authorized_keys(stripped)
+        except (ValueError, asyncssh.KeyImportError) as error:
+            log.warning(
+                "session %s: skipping authorized key line %d: %s", session_id, number, error
+            )
+            continue
+        good.append(stripped)
+    return asyncssh.import_authorized_keys("\n".join(good)) if good else None
+
+
+def limit_auth_attempts(
+    conn: asyncssh.SSHServerConnection,
+    on_failure: Callable[[str], None],
+    on_success: Callable[[str], None],
+) -> None:
+    """Disconnect after MAX_AUTH_ATTEMPTS rejected keys, as sshd's MaxAuthTries does.
+
+    asyncssh has no such limit; every publickey attempt, query or signed, goes
+    through the connection's validate_public_key, which is wrapped here.
+    """
+    original: Callable[..., Awaitable[bool]] = conn.validate_public_key
+    failures = 0
+
+    async def counted(username: str, key_data: bytes, msg: bytes, signature: bytes) -> bool:
+        nonlocal failures
+        accepted = await original(username, key_data, msg, signature)
+        if accepted:
+            if msg:  # only a verified signature binds the identity
+                on_success(_fingerprint(key_data))
+            return True
+        failures += 1
+        on_failure(_fingerprint(key_data))
+        if failures >= MAX_AUTH_ATTEMPTS:
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures"
+            )
+        return False
+
+    conn.validate_public_key = counted  # type: ignore[method-assign]
+
+
+def _fingerprint(key_data: bytes) -> str:
+    """SHA256 fingerprint of a key or certificate as sent on the wire (for logs; never raises)."""
+    try:
+        return str(decode_ssh_public_key(key_data).get_fingerprint("sha256"))
+    except Exception:
+        pass
+    try:
+        certificate: Any = decode_ssh_certificate(key_data)
+        fingerprint = certificate.key.get_fingerprint("sha256")
+        return f"{fingerprint} (certificate {certificate.key_id!r})"
+    except Exception:
+        return "unparsable key"
