@@ -3,6 +3,7 @@
 from ._session.forwarding import ForwardingKind
 from .config import Config
 from .hooks import (
+    AuthorizedKeysSource,
     BoundListener,
     ConnectionTracker,
     EnvVarFetcher,
@@ -27,6 +28,7 @@ from .tracking import CombinedTracker, IdleStopper, InMemoryConnectionTracker
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthorizedKeysSource",
     "BoundListener",
     "CombinedTracker",
     "Config",

@@ -161,6 +161,13 @@ class SandboxEnsurer(Protocol):
 
 
 @runtime_checkable
+class AuthorizedKeysSource(Protocol):
+    """Optional provider capability: authorized_keys lines the sandbox itself declares."""
+
+    async def get_authorized_keys(self, session_id: str) -> str: ...
+
+
+@runtime_checkable
 class SandboxStopper(Protocol):
     async def stop_sandbox(self, session_id: str) -> None:
         """Stop the session's sandbox (used by idle stop); a missing one is not an error."""
@@ -192,6 +199,7 @@ class ConnectionTracker(Protocol):
 
 __all__ = [
     "ROOT_USER",
+    "AuthorizedKeysSource",
     "BoundListener",
     "ConnectionTracker",
     "EnvVarFetcher",

@@ -14,7 +14,7 @@ import asyncssh
 from ._session.audit import NoAudit
 from ._session.ensure import EnsureCoordinator
 from ._session.forwarding import ForwardingKind
-from ._session.keys import AuthorizedKeysSource, KeySources
+from ._session.keys import KeySources
 from ._session.resolve import Hooks
 from ._ssh import algorithms
 from ._ssh.connection import GatewayConnection, GatewayState
@@ -29,7 +29,7 @@ from .config import (
     parse_address,
     subsystem_config,
 )
-from .hooks import SandboxEnsurer, SandboxNetwork
+from .hooks import AuthorizedKeysSource, SandboxEnsurer, SandboxNetwork
 
 log = logging.getLogger("sandbox_ssh.server")
 

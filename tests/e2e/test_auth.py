@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import asyncssh
 import pytest
 
 from ..support.containers import Containers, new_session_id
-from ..support.gateway import CliGateway, LoopThread
+from ..support.gateway import CliGateway, LoopThread, serve_once
 from ..support.ssh import SSHClient
 
 
@@ -67,22 +66,8 @@ def publickey_gateway(
 
 
 def test_no_auth_is_refused_beyond_loopback(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sandbox_ssh",
-            "serve",
-            "--listen",
-            "0.0.0.0:0",
-            "--auth",
-            "none",
-            "--host-key",
-            str(tmp_path / "key"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = serve_once(
+        "--listen", "0.0.0.0:0", "--auth", "none", "--host-key", str(tmp_path / "key")
     )
     assert result.returncode != 0
     assert "refusing to listen on 0.0.0.0:0 without authentication" in result.stderr
@@ -440,21 +425,7 @@ def test_weak_algorithms_are_refused(ssh: SSHClient, containers: Containers) -> 
 def test_group_readable_host_key_is_refused(tmp_path: Path) -> None:
     key = keygen(tmp_path / "host_key")
     key.chmod(0o640)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sandbox_ssh",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--host-key",
-            str(key),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = serve_once("--listen", "127.0.0.1:0", "--host-key", str(key))
     assert result.returncode != 0
     assert "readable by group or others (mode 0640)" in result.stderr
 

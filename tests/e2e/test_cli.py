@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from ..support.containers import Containers
-from ..support.gateway import CliGateway
+from ..support.gateway import CliGateway, serve_once
+from ..support.netclient import free_port
 from ..support.ssh import SSHClient
 from ..support.system import ensure_commands
 from ..support.wait import wait_until
@@ -73,9 +74,7 @@ def test_defaults_are_loopback_and_a_key_in_the_state_directory(tmp_path: Path) 
 
 
 def test_help_documents_every_option() -> None:
-    help_text = subprocess.run(
-        [sys.executable, "-m", "sandbox_ssh", "serve", "--help"], capture_output=True, text=True
-    ).stdout
+    help_text = serve_once("--help").stdout
     help_text = " ".join(help_text.split())
     assert "[default: 127.0.0.1:2222]" in help_text
     for option in (
@@ -164,21 +163,7 @@ def test_corrupt_host_key_is_a_clear_error_and_left_alone(tmp_path: Path) -> Non
     key = tmp_path / "host_key"
     key.write_bytes(b"this is not a key\n")
     key.chmod(0o600)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sandbox_ssh",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--host-key",
-            str(key),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = serve_once("--listen", "127.0.0.1:0", "--host-key", str(key))
     assert result.returncode != 0
     assert f"host key {key} cannot be used" in result.stderr
     assert "Traceback" not in result.stderr
@@ -188,21 +173,7 @@ def test_corrupt_host_key_is_a_clear_error_and_left_alone(tmp_path: Path) -> Non
 def test_unreadable_host_key_is_a_clear_error(tmp_path: Path) -> None:
     key = tmp_path / "host_key"
     key.symlink_to(tmp_path / "missing-target")  # present but unreadable: never replaced
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sandbox_ssh",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--host-key",
-            str(key),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = serve_once("--listen", "127.0.0.1:0", "--host-key", str(key))
     assert result.returncode != 0
     assert f"host key {key} cannot be used" in result.stderr
     assert "Traceback" not in result.stderr
@@ -210,12 +181,7 @@ def test_unreadable_host_key_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_bad_listen_address_is_a_usage_error() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "sandbox_ssh", "serve", "--listen", "nonsense"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = serve_once("--listen", "nonsense")
     assert result.returncode == 2
     assert "is not HOST:PORT" in result.stderr
 
@@ -257,9 +223,7 @@ def test_remote_docker_host_says_why_forwarding_is_unavailable(
 ) -> None:
     """Through a TCP Docker endpoint the gateway cannot enter the sandbox's namespaces."""
     ensure_commands("socat")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     bridge = subprocess.Popen(
         [
             "socat",

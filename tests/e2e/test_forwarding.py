@@ -23,6 +23,7 @@ from ..support.netclient import (
     STANDIN_PATH,
     download_digest,
     expected_download_digest,
+    free_port,
     install_standin,
     recv_all,
     recv_line,
@@ -51,12 +52,6 @@ def start_standin(ssh: SSHClient, sandbox: Container, *args: str) -> StandIn:
     match = re.search(rb"listeningOn==(.+)==", result.stdout)
     assert match, result.stdout + result.stderr
     return StandIn(where=match.group(1).decode(), token=token)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from sandbox_ssh.providers.docker import DockerProvider
 
 from ..conftest import GatewayFactory
 from ..support.containers import Container, Containers, docker
+from ..support.netclient import free_port
 from ..support.wait import wait_until
 
 
@@ -236,9 +236,7 @@ def test_sftp_only_and_forwarding_only_connections_count_as_active(
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     forward = gw.client.popen(
         session_id,
         options=["-N", "-L", f"{port}:127.0.0.1:9"],

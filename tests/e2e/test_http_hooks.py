@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ..support.containers import Containers
 from ..support.gateway import CliGateway, LoopThread
+from ..support.netclient import free_port
 from ..support.ssh import SSHClient
 from ..support.wait import wait_until
 
@@ -167,11 +168,7 @@ def test_hook_failures_refuse_with_a_reason_and_others_keep_working(
 def test_dead_hook_endpoint_fails_closed(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]
+    dead = free_port()
     gateway = CliGateway(
         tmp_path / "key", "--env-url", f"http://127.0.0.1:{dead}/env", "--hook-timeout", "1"
     )

@@ -26,6 +26,7 @@ from ..support.netclient import (
     STANDIN_PATH,
     download_digest,
     expected_download_digest,
+    free_port,
     install_standin,
     recv_all,
     recv_line,
@@ -34,12 +35,6 @@ from ..support.netclient import (
 from ..support.ssh import SSHClient
 from ..support.system import build_static_binary
 from ..support.wait import wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def install_script(marker: str, token: str, listen: str = "") -> str:

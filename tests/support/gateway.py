@@ -114,3 +114,13 @@ class CliGateway:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(timeout)
+
+
+def serve_once(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run `sandbox-ssh serve ARGS` expecting it to stop by itself (a refused start-up)."""
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox_ssh", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

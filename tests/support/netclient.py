@@ -30,6 +30,13 @@ def install_standin(container: Container) -> None:
     )
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def socks5_connect(proxy_port: int, host: str, port: int, timeout: float = 20) -> socket.socket:
     """CONNECT through a SOCKS5 proxy on loopback (ssh -D), by address or by name."""
     sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout)

@@ -7,18 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+
+from ..hooks import AuthorizedKeysSource
 
 log = logging.getLogger("sandbox_ssh.auth")
 
 _MAX_KEYS_TEXT = 1 << 20
-
-
-@runtime_checkable
-class AuthorizedKeysSource(Protocol):
-    """Optional provider capability: keys the sandbox itself declares (e.g. a label)."""
-
-    async def get_authorized_keys(self, session_id: str) -> str: ...
 
 
 KeysFetcher = Callable[[str], Awaitable[str]]
