@@ -34,6 +34,7 @@ from .traffic import TrafficCounter
 log = logging.getLogger("sandbox_ssh.server")
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
+_EARLY_REFUSAL_DELAY = 0.1
 
 
 @dataclass
@@ -107,7 +108,7 @@ class GatewayConnection(asyncssh.SSHServer):
             log.warning("refusing %s:%d: %s", *self._peer, refusal)
             self._outcome = f"refused: {refusal}"
             self._audit.record("connection.refused", reason=refusal)
-            conn.abort()
+            self._refuse_early(conn, refusal)
             return
         if self._state.unauthenticated >= self._state.max_startups:
             # Like sshd's MaxStartups: shed load before spending a handshake on it.
@@ -117,12 +118,24 @@ class GatewayConnection(asyncssh.SSHServer):
                 self._state.unauthenticated,
             )
             self._outcome = "refused: too many unauthenticated connections"
-            conn.abort()
+            self._refuse_early(conn, "too many connections are authenticating; try again later")
             return
         self._state.unauthenticated += 1
         self._authenticating = True
         if self._state.auth_mode == "publickey":
             limit_auth_attempts(conn, self._auth_failed, self._auth_succeeded)
+
+    @staticmethod
+    def _refuse_early(conn: asyncssh.SSHServerConnection, reason: str) -> None:
+        """Drop a connection before authentication, with a reason the client prints.
+
+        Sending it at once races the client's first packets: closing with them unread
+        resets the connection before OpenSSH reads the message. A short delay lets them
+        arrive first; the cost is at most one key exchange.
+        """
+        asyncio.get_running_loop().call_later(
+            _EARLY_REFUSAL_DELAY, conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, reason
+        )
 
     def _auth_failed(self, fingerprint: str) -> None:
         log.info("publickey rejected from %s:%d (%s)", *self._peer, fingerprint)
