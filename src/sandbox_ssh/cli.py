@@ -25,6 +25,7 @@ from .config import (
     Config,
     ConfigError,
     auth_mode,
+    check_algorithms,
     format_address,
     parse_address,
     parse_duration,
@@ -48,6 +49,12 @@ log = logging.getLogger("sandbox_ssh")
 
 def default_host_key_path() -> Path:
     return Path(platformdirs.user_state_dir("sandbox-ssh")) / "ssh_host_ed25519_key"
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
 def _duration(value: str | None) -> float | None:
@@ -291,6 +298,36 @@ def main() -> None:
     help="How long a ban lasts.",
 )
 @click.option(
+    "--kex-algorithms",
+    metavar="LIST",
+    callback=lambda c, p, v: _names(v),
+    help="Key exchange algorithms, comma-separated, in order of preference.",
+)
+@click.option(
+    "--ciphers",
+    metavar="LIST",
+    callback=lambda c, p, v: _names(v),
+    help="Ciphers, comma-separated, in order of preference.",
+)
+@click.option(
+    "--macs",
+    metavar="LIST",
+    callback=lambda c, p, v: _names(v),
+    help="MACs (used with non-AEAD ciphers), comma-separated.",
+)
+@click.option(
+    "--host-key-algorithms",
+    metavar="LIST",
+    callback=lambda c, p, v: _names(v),
+    help="Signature algorithms for host and user keys, comma-separated.",
+)
+@click.option(
+    "--compression/--no-compression",
+    default=False,
+    show_default=True,
+    help="Offer zlib@openssh.com compression after authentication.",
+)
+@click.option(
     "--audit-log",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Append audit events as JSON lines (reopened on SIGHUP, for rotation).",
@@ -338,6 +375,11 @@ def serve(
     max_connections_per_minute: int,
     ban_after_failures: int,
     ban_time: float,
+    kex_algorithms: tuple[str, ...] | None,
+    ciphers: tuple[str, ...] | None,
+    macs: tuple[str, ...] | None,
+    host_key_algorithms: tuple[str, ...] | None,
+    compression: bool,
     audit_log: Path | None,
     log_level: str,
 ) -> None:
@@ -406,9 +448,19 @@ def serve(
         connections_per_minute=max_connections_per_minute,
         ban_after_failures=ban_after_failures,
         ban_seconds=ban_time,
+        compression=("zlib@openssh.com", "none") if compression else ("none",),
     )
+    for name, value in (
+        ("kex_algorithms", kex_algorithms),
+        ("ciphers", ciphers),
+        ("macs", macs),
+        ("host_key_algorithms", host_key_algorithms),
+    ):
+        if value:
+            setattr(config, name, value)
     try:
         auth_mode(config)
+        check_algorithms(config)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     if workers > 1:

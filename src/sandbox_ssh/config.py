@@ -12,6 +12,7 @@ from ._session.audit import AuditSink
 from ._session.channel import SubsystemConfig
 from ._session.forwarding import ForwardingKind, ForwardingPolicy
 from ._session.resolve import DEFAULT_SESSION_ID_PATTERN
+from ._ssh import algorithms
 from .hooks import (
     ConnectionTracker,
     EnvVarFetcher,
@@ -72,6 +73,12 @@ class Config:
     connections_per_minute: int = 3000
     ban_after_failures: int = 20
     ban_seconds: float = 600.0
+    # Algorithms offered, in order of preference (modern ones only by default).
+    kex_algorithms: tuple[str, ...] = algorithms.KEX_ALGS
+    ciphers: tuple[str, ...] = algorithms.ENCRYPTION_ALGS
+    macs: tuple[str, ...] = algorithms.MAC_ALGS
+    host_key_algorithms: tuple[str, ...] = algorithms.SIGNATURE_ALGS
+    compression: tuple[str, ...] = algorithms.COMPRESSION_ALGS
     # Where audit events go (e.g. sandbox_ssh.audit.AuditLog); None: nowhere.
     audit_sink: AuditSink | None = None
     server_version: str = "sandbox-ssh"
@@ -159,3 +166,18 @@ def auth_mode(config: Config) -> str:
             "reach it could use any sandbox. Use --auth publickey, or --insecure-allow-no-auth"
         )
     return mode
+
+
+def check_algorithms(config: Config) -> None:
+    """Raise ConfigError for an algorithm name asyncssh does not implement."""
+    for kind, names in (
+        ("kex", config.kex_algorithms),
+        ("cipher", config.ciphers),
+        ("mac", config.macs),
+        ("host key", config.host_key_algorithms),
+        ("compression", config.compression),
+    ):
+        try:
+            algorithms.check_algorithms(kind, tuple(names))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None

@@ -16,13 +16,13 @@ from ._session.ensure import EnsureCoordinator
 from ._session.forwarding import ForwardingKind
 from ._session.keys import KeySources
 from ._session.resolve import Hooks
-from ._ssh import algorithms
 from ._ssh.connection import GatewayConnection, GatewayState
 from ._ssh.hostkey import load_host_key, load_or_create_host_key
 from ._ssh.limits import SourceGuard
 from .config import (
     Config,
     auth_mode,
+    check_algorithms,
     format_address,
     forwarding_policy,
     is_loopback,
@@ -100,6 +100,7 @@ class Server:
     async def start(self) -> None:
         host, port = parse_address(self.config.address)
         self._state.auth_mode = auth_mode(self.config)
+        check_algorithms(self.config)
         if self._state.auth_mode == "none" and not is_loopback(self.config.address):
             log.warning(
                 "authentication is OFF on %s (--insecure-allow-no-auth): anyone who "
@@ -121,11 +122,11 @@ class Server:
             allow_scp=False,
             agent_forwarding=False,
             x11_forwarding=False,
-            kex_algs=list(algorithms.KEX_ALGS),
-            encryption_algs=list(algorithms.ENCRYPTION_ALGS),
-            mac_algs=list(algorithms.MAC_ALGS),
-            signature_algs=list(algorithms.SIGNATURE_ALGS),
-            compression_algs=list(algorithms.COMPRESSION_ALGS),
+            kex_algs=list(self.config.kex_algorithms),
+            encryption_algs=list(self.config.ciphers),
+            mac_algs=list(self.config.macs),
+            signature_algs=list(self.config.host_key_algorithms),
+            compression_algs=list(self.config.compression),
             login_timeout=self.config.login_timeout,
             keepalive_interval=self.config.client_alive_interval,
             keepalive_count_max=self.config.client_alive_count_max,

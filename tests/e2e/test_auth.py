@@ -615,3 +615,26 @@ def test_unresponsive_client_is_dropped_by_client_alive(
             client.wait()
     finally:
         gateway.terminate()
+
+
+def test_algorithm_lists_are_configurable(
+    tmp_path: Path, containers: Containers, client_tools: None
+) -> None:
+    gateway, ssh = serve(tmp_path, "--ciphers", "aes256-gcm@openssh.com", "--compression")
+    try:
+        sandbox = containers.start()
+        assert sandbox.session_id
+        refused = ssh.run(
+            sandbox.session_id, "true", options=["-c", "chacha20-poly1305@openssh.com"]
+        )
+        assert refused.returncode == 255 and b"no matching cipher" in refused.stderr
+        chosen = ssh.run(sandbox.session_id, "echo gcm", options=["-v", "-C"])
+        assert chosen.stdout == b"gcm\n"
+        assert b"cipher: aes256-gcm@openssh.com" in chosen.stderr
+        assert b"compression: zlib@openssh.com" in chosen.stderr
+    finally:
+        gateway.terminate()
+    bad = serve_once(
+        "--listen", "127.0.0.1:0", "--host-key", str(tmp_path / "key2"), "--ciphers", "rot13"
+    )
+    assert bad.returncode != 0 and "unsupported cipher algorithm(s): rot13" in bad.stderr

@@ -42,3 +42,24 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_default_algorithms_are_all_implemented_and_modern() -> None:
+    from sandbox_ssh import Config
+    from sandbox_ssh.config import check_algorithms
+
+    config = Config(sandbox_provider=None)  # type: ignore[arg-type]
+    check_algorithms(config)
+    offered = [*config.kex_algorithms, *config.ciphers, *config.macs, *config.host_key_algorithms]
+    assert not [name for name in offered if "sha1" in name or "cbc" in name or name == "ssh-rsa"]
+    assert config.compression == ("none",)
+    assert all("etm" in mac for mac in config.macs)
+
+
+def test_unknown_algorithm_names_are_a_clear_error() -> None:
+    from sandbox_ssh import Config
+    from sandbox_ssh.config import ConfigError, check_algorithms
+
+    config = Config(sandbox_provider=None, ciphers=("aes128-gcm@openssh.com", "rot13"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unsupported cipher algorithm"):
+        check_algorithms(config)

@@ -32,3 +32,26 @@ SIGNATURE_ALGS = (
     "rsa-sha2-256",
 )
 COMPRESSION_ALGS = ("none",)
+
+
+def check_algorithms(kind: str, names: tuple[str, ...]) -> None:
+    """Refuse names asyncssh does not implement, with a clear start-up error."""
+    from asyncssh.compression import get_compression_algs
+    from asyncssh.encryption import get_encryption_algs
+    from asyncssh.kex import get_kex_algs
+    from asyncssh.mac import get_mac_algs
+    from asyncssh.public_key import get_public_key_algs
+
+    known = {
+        "kex": get_kex_algs,
+        "cipher": get_encryption_algs,
+        "mac": get_mac_algs,
+        "host key": get_public_key_algs,
+        "compression": get_compression_algs,
+    }[kind]()
+    supported = {name.decode() for name in known}
+    unknown = [name for name in names if name not in supported]
+    if not names:
+        raise ValueError(f"the {kind} algorithm list is empty")
+    if unknown:
+        raise ValueError(f"unsupported {kind} algorithm(s): {', '.join(unknown)}")
