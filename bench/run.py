@@ -40,6 +40,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from tests.support.netclient import free_port  # noqa: E402
 from tests.support.system import ensure_commands, ensure_dockerd, ensure_sandbox_image  # noqa: E402
 
 LABEL = "sandbox-ssh.bench"
@@ -56,10 +57,34 @@ def docker(*args: str) -> str:
     return run(["docker", *args]).stdout.decode().strip()
 
 
-def free_port() -> int:
+SSH_CLIENT = [
+    "ssh",
+    "-F",
+    "/dev/null",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "BatchMode=yes",
+]
+
+
+def listening(port: int) -> bool:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_listening(port: int, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Poll until something accepts on the loopback port; False on timeout or death."""
+    deadline = time.monotonic() + timeout
+    while not listening(port):
+        if time.monotonic() > deadline or not alive():
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def rss_kib(pids: Sequence[int]) -> int:
@@ -137,13 +162,9 @@ class Bench:
             argv += ["--workers", str(workers)]
         process = subprocess.Popen(argv, stdout=log, stderr=log)
         self.processes.append(process)
-        deadline = time.monotonic() + 30
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(
-                    f"gateway did not start: {(self.workdir / f'gateway-{port}.log').read_text()}"
-                )
-            time.sleep(0.05)
+        if not wait_listening(port, 30, alive=lambda: process.poll() is None):
+            log_text = (self.workdir / f"gateway-{port}.log").read_text()
+            raise RuntimeError(f"gateway did not start: {log_text}")
         return process, port
 
     def start_sshd(self, container: str, key: Path) -> int:
@@ -183,19 +204,7 @@ class Bench:
             gateway_process,
             gateway_port,
         )
-        common = [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
-        ]
+        common = SSH_CLIENT
 
         def ssh_argv(proxy: str, user: str) -> Callable[..., list[str]]:
             def argv(
@@ -395,9 +404,7 @@ def workload_forward(bench: Bench, targets: list[Target], size: int, repeats: in
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_listening(port, 20)
         durations = []
         for _ in range(repeats):
             started = time.perf_counter()
@@ -557,17 +564,7 @@ def workload_workers(bench: Bench, size: int) -> None:
     for workers in (1, 2):
         process, port = bench.start_gateway(workers)
         argv = [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
+            *SSH_CLIENT,
             "-p",
             str(port),
             f"{bench.session_id}@127.0.0.1",

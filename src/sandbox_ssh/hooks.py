@@ -35,6 +35,8 @@ class Sandbox:
     id: str
     status: SandboxStatus
     name: str = ""
+    # The runtime's labels (or annotations) as found, e.g. for keys the sandbox declares.
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ class SandboxEnsurer(Protocol):
 class AuthorizedKeysSource(Protocol):
     """Optional provider capability: authorized_keys lines the sandbox itself declares."""
 
-    async def get_authorized_keys(self, session_id: str) -> str: ...
+    async def get_authorized_keys(self, sandbox: Sandbox) -> str: ...
 
 
 @runtime_checkable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -35,11 +36,13 @@ def keys(tmp_path: Path) -> dict[str, Path]:
     return {name: keygen(folder / name) for name in ("user", "other", "admin", "ca")}
 
 
-def serve(tmp_path: Path, *args: str) -> tuple[CliGateway, SSHClient]:
-    gateway = CliGateway(tmp_path / "host_key", *args)
-    return gateway, SSHClient(
-        gateway.host, gateway.port, gateway.host_key_path, tmp_path / "client"
-    )
+@contextlib.contextmanager
+def serving(tmp_path: Path, *args: str) -> Iterator[tuple[CliGateway, SSHClient]]:
+    with CliGateway(tmp_path / "host_key", *args) as gateway:
+        yield (
+            gateway,
+            SSHClient(gateway.host, gateway.port, gateway.host_key_path, tmp_path / "client"),
+        )
 
 
 @pytest.fixture
@@ -50,7 +53,7 @@ def publickey_gateway(
     directory.mkdir()
     (tmp_path / "admin_keys").write_text(public(keys["admin"]) + "\n")
     (tmp_path / "ca.pub").write_text(public(keys["ca"]) + "\n")
-    gateway, ssh = serve(
+    with serving(
         tmp_path,
         "--auth",
         "publickey",
@@ -60,9 +63,8 @@ def publickey_gateway(
         str(tmp_path / "admin_keys"),
         "--trusted-user-ca-keys",
         str(tmp_path / "ca.pub"),
-    )
-    yield gateway, ssh, directory
-    gateway.terminate()
+    ) as (gateway, ssh):
+        yield gateway, ssh, directory
 
 
 def test_no_auth_is_refused_beyond_loopback(tmp_path: Path) -> None:
@@ -79,22 +81,16 @@ def test_insecure_no_auth_beyond_loopback_starts_with_a_warning(
 ) -> None:
     gateway = CliGateway(tmp_path / "key", "--auth", "none", "--insecure-allow-no-auth")
     gateway.terminate()
-    wide = CliGateway(
+    with CliGateway(
         tmp_path / "key", "--listen", "0.0.0.0:0", "--auth", "none", "--insecure-allow-no-auth"
-    )
-    try:
+    ) as wide:
         log = wide.wait_for_log(lambda text: "authentication is OFF" in text)
         assert "anyone who can reach it can use any sandbox" in log
-    finally:
-        wide.terminate()
 
 
 def test_publickey_is_the_default_beyond_loopback(tmp_path: Path, client_tools: None) -> None:
-    gateway = CliGateway(tmp_path / "key", "--listen", "0.0.0.0:0")
-    try:
+    with CliGateway(tmp_path / "key", "--listen", "0.0.0.0:0") as gateway:
         assert "(auth: publickey)" in gateway.log_text()
-    finally:
-        gateway.terminate()
 
 
 def test_session_key_from_directory_admin_key_and_unknown_key(
@@ -331,8 +327,7 @@ def test_too_many_authentication_failures(
 def test_channel_limit_gives_resource_shortage(
     tmp_path: Path, containers: Containers, client_tools: None, loop_thread: LoopThread
 ) -> None:
-    gateway, _ = serve(tmp_path, "--max-sessions", "2")
-    try:
+    with serving(tmp_path, "--max-sessions", "2") as (gateway, _):
         sandbox = containers.start()
         session_id = sandbox.session_id
         assert session_id
@@ -362,15 +357,12 @@ def test_channel_limit_gives_resource_shortage(
         )
         assert fourth == "fourth\n"
         assert "refusing channel beyond --max-sessions 2" in gateway.log_text()
-    finally:
-        gateway.terminate()
 
 
 def test_silent_clients_hit_max_startups_and_login_grace(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
-    gateway, ssh = serve(tmp_path, "--max-startups", "1", "--login-grace-time", "2")
-    try:
+    with serving(tmp_path, "--max-startups", "1", "--login-grace-time", "2") as (gateway, ssh):
         sandbox = containers.start()
         assert sandbox.session_id
         silent = socket.create_connection((gateway.host, gateway.port))
@@ -382,15 +374,12 @@ def test_silent_clients_hit_max_startups_and_login_grace(
         assert silent.recv(100) == b""  # the login grace time closes the silent one
         silent.close()
         assert ssh.run(sandbox.session_id, "echo ok").stdout == b"ok\n"
-    finally:
-        gateway.terminate()
 
 
 def test_connections_per_session_are_capped(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
-    gateway, ssh = serve(tmp_path, "--max-connections-per-session", "1")
-    try:
+    with serving(tmp_path, "--max-connections-per-session", "1") as (_gateway, ssh):
         sandbox = containers.start()
         assert sandbox.session_id
         holder = ssh.popen(
@@ -404,8 +393,6 @@ def test_connections_per_session_are_capped(
         assert second.returncode == 255 and b"too many connections" in second.stderr
         holder.kill()
         holder.wait()
-    finally:
-        gateway.terminate()
 
 
 def test_weak_algorithms_are_refused(ssh: SSHClient, containers: Containers) -> None:
@@ -435,8 +422,7 @@ def test_rsa_host_key_alongside_ed25519_signs_with_sha2(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
     rsa = keygen(tmp_path / "rsa_host_key", "rsa")
-    gateway = CliGateway(tmp_path / "host_key", "--host-key", str(rsa))
-    try:
+    with CliGateway(tmp_path / "host_key", "--host-key", str(rsa)) as gateway:
         known = tmp_path / "known_hosts"
         known.write_text(f"[{gateway.host}]:{gateway.port} {public(rsa)}\n")
         sandbox = containers.start()
@@ -461,8 +447,6 @@ def test_rsa_host_key_alongside_ed25519_signs_with_sha2(
             timeout=60,
         )
         assert result.stdout == b"rsa\n", result.stderr
-    finally:
-        gateway.terminate()
 
 
 def read_events(path: Path) -> list[dict[str, object]]:
@@ -481,7 +465,7 @@ def test_audit_log_records_the_connection_and_reopens_on_sighup(
     audit = tmp_path / "audit.jsonl"
     directory = tmp_path / "authorized"
     directory.mkdir()
-    gateway, ssh = serve(
+    with serving(
         tmp_path,
         "--auth",
         "publickey",
@@ -489,8 +473,7 @@ def test_audit_log_records_the_connection_and_reopens_on_sighup(
         str(directory),
         "--audit-log",
         str(audit),
-    )
-    try:
+    ) as (gateway, ssh):
         sandbox = containers.start()
         session_id = sandbox.session_id
         assert session_id
@@ -539,8 +522,6 @@ def test_audit_log_records_the_connection_and_reopens_on_sighup(
         assert ssh.run(session_id, "true", options=with_key(keys["user"])).returncode == 0
         wait_until(lambda: any(e["event"] == "connection.close" for e in read_events(audit)))
         assert oct(audit.stat().st_mode & 0o777) == "0o600"
-    finally:
-        gateway.terminate()
 
 
 def test_source_rate_and_ban(
@@ -548,7 +529,7 @@ def test_source_rate_and_ban(
 ) -> None:
     directory = tmp_path / "authorized"
     directory.mkdir()
-    gateway, ssh = serve(
+    with serving(
         tmp_path,
         "--auth",
         "publickey",
@@ -558,8 +539,7 @@ def test_source_rate_and_ban(
         "3",
         "--ban-time",
         "1h",
-    )
-    try:
+    ) as (gateway, ssh):
         sandbox = containers.start()
         session_id = sandbox.session_id
         assert session_id
@@ -569,18 +549,13 @@ def test_source_rate_and_ban(
         banned = ssh.run(session_id, "true", options=with_key(keys["user"]))
         assert banned.returncode == 255  # even the right key: the address is banned
         assert "banning 127.0.0.1 after repeated authentication failures" in gateway.log_text()
-    finally:
-        gateway.terminate()
-    limited, ssh = serve(tmp_path / "rate", "--max-connections-per-minute", "3")
-    try:
+    with serving(tmp_path / "rate", "--max-connections-per-minute", "3") as (limited, ssh):
         sandbox = containers.start()
         assert sandbox.session_id
         results = [ssh.run(sandbox.session_id, "true") for _ in range(5)]
         assert [r.returncode for r in results[:3]] == [0, 0, 0]
         assert [r.returncode for r in results[3:]] == [255, 255]
         assert "connection rate limit exceeded" in limited.log_text()
-    finally:
-        limited.terminate()
 
 
 def test_unresponsive_client_is_dropped_by_client_alive(
@@ -590,8 +565,10 @@ def test_unresponsive_client_is_dropped_by_client_alive(
 
     from ..support.wait import wait_until
 
-    gateway, ssh = serve(tmp_path, "--client-alive-interval", "1", "--client-alive-count-max", "2")
-    try:
+    with serving(tmp_path, "--client-alive-interval", "1", "--client-alive-count-max", "2") as (
+        gateway,
+        ssh,
+    ):
         sandbox = containers.start()
         assert sandbox.session_id
         client = ssh.popen(
@@ -613,15 +590,15 @@ def test_unresponsive_client_is_dropped_by_client_alive(
             client.send_signal(signal.SIGCONT)
             client.kill()
             client.wait()
-    finally:
-        gateway.terminate()
 
 
 def test_algorithm_lists_are_configurable(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
-    gateway, ssh = serve(tmp_path, "--ciphers", "aes256-gcm@openssh.com", "--compression")
-    try:
+    with serving(tmp_path, "--ciphers", "aes256-gcm@openssh.com", "--compression") as (
+        _gateway,
+        ssh,
+    ):
         sandbox = containers.start()
         assert sandbox.session_id
         refused = ssh.run(
@@ -632,8 +609,6 @@ def test_algorithm_lists_are_configurable(
         assert chosen.stdout == b"gcm\n"
         assert b"cipher: aes256-gcm@openssh.com" in chosen.stderr
         assert b"compression: zlib@openssh.com" in chosen.stderr
-    finally:
-        gateway.terminate()
     bad = serve_once(
         "--listen", "127.0.0.1:0", "--host-key", str(tmp_path / "key2"), "--ciphers", "rot13"
     )

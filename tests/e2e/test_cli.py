@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,18 +23,19 @@ from ..support.system import ensure_commands
 from ..support.wait import wait_until
 
 
-def serve(tmp_path: Path, *args: str) -> tuple[CliGateway, SSHClient]:
-    gateway = CliGateway(tmp_path / "state" / "keys" / "host_key", *args)
-    return gateway, SSHClient(
-        gateway.host, gateway.port, gateway.host_key_path, tmp_path / "client"
-    )
+@contextlib.contextmanager
+def serving(tmp_path: Path, *args: str) -> Iterator[tuple[CliGateway, SSHClient]]:
+    with CliGateway(tmp_path / "state" / "keys" / "host_key", *args) as gateway:
+        yield (
+            gateway,
+            SSHClient(gateway.host, gateway.port, gateway.host_key_path, tmp_path / "client"),
+        )
 
 
 def test_serve_runs_commands_and_logs_each_connection(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
-    gateway, ssh = serve(tmp_path)
-    try:
+    with serving(tmp_path) as (gateway, ssh):
         sandbox = containers.start()
         assert sandbox.session_id
         result = ssh.run(sandbox.session_id, "echo via-cli")
@@ -51,7 +54,6 @@ def test_serve_runs_commands_and_logs_each_connection(
         assert re.search(
             r'connection closed: session=- .* end=rejected: session "missing-session"', log
         )
-    finally:
         assert gateway.terminate() == 0
 
 
@@ -91,72 +93,62 @@ def test_help_documents_every_option() -> None:
 def test_no_auto_start_refuses_a_stopped_sandbox(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
-    gateway, ssh = serve(tmp_path, "--no-auto-start")
-    try:
+    with serving(tmp_path, "--no-auto-start") as (_gateway, ssh):
         sandbox = containers.start(running=False)
         assert sandbox.session_id
         result = ssh.run(sandbox.session_id, "true")
         assert result.returncode == 255
         assert b"the sandbox is stopped" in result.stderr
         assert sandbox.state()["Running"] is False
-    finally:
-        gateway.terminate()
 
 
 def test_custom_session_label(tmp_path: Path, containers: Containers, client_tools: None) -> None:
-    gateway, ssh = serve(tmp_path, "--session-label", "example.com/sandbox")
-    try:
+    with serving(tmp_path, "--session-label", "example.com/sandbox") as (_gateway, ssh):
         sandbox = containers.start(labels={"example.com/sandbox": "custom-label-session"})
         result = ssh.run("custom-label-session", "echo found")
         assert result.stdout == b"found\n", result.stderr
         assert sandbox.id
-    finally:
-        gateway.terminate()
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_stop_signal_ends_live_sessions_and_exits_cleanly(
     tmp_path: Path, containers: Containers, client_tools: None, stop_signal: signal.Signals
 ) -> None:
-    gateway, ssh = serve(tmp_path)
-    sandbox = containers.start()
-    assert sandbox.session_id
-    client = ssh.popen(
-        sandbox.session_id,
-        "echo up; sleep 1007",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    assert client.stdout is not None
-    assert client.stdout.readline() == b"up\n"
-    assert gateway.terminate(stop_signal) == 0
-    assert client.wait(20) == 255
-    assert "sleep 1007" not in sandbox.processes()
-    assert "end=server stopped" in gateway.log_text()
+    with serving(tmp_path) as (gateway, ssh):
+        sandbox = containers.start()
+        assert sandbox.session_id
+        client = ssh.popen(
+            sandbox.session_id,
+            "echo up; sleep 1007",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        assert client.stdout is not None
+        assert client.stdout.readline() == b"up\n"
+        assert gateway.terminate(stop_signal) == 0
+        assert client.wait(20) == 255
+        assert "sleep 1007" not in sandbox.processes()
+        assert "end=server stopped" in gateway.log_text()
 
 
 def test_host_key_is_created_private_and_reused(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
-    gateway, _ = serve(tmp_path)
-    gateway.terminate()
-    key = gateway.host_key_path
+    with serving(tmp_path) as (gateway, _):
+        key = gateway.host_key_path
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
     first = key.read_bytes()
     fingerprint = subprocess.run(["ssh-keygen", "-lf", str(key)], capture_output=True).stdout
     assert b"ED25519" in fingerprint
 
-    again, ssh = serve(tmp_path)
-    try:
+    with serving(tmp_path) as (_again, ssh):
         assert key.read_bytes() == first
         sandbox = containers.start()
         assert sandbox.session_id
         # The client trusts only the key written on first start.
         assert ssh.run(sandbox.session_id, "true").returncode == 0
-    finally:
-        again.terminate()
 
 
 def test_corrupt_host_key_is_a_clear_error_and_left_alone(tmp_path: Path) -> None:
@@ -189,8 +181,7 @@ def test_bad_listen_address_is_a_usage_error() -> None:
 def test_no_forwarding_flag_prohibits_forwarding(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
-    gateway, ssh = serve(tmp_path, "--no-forwarding")
-    try:
+    with serving(tmp_path, "--no-forwarding") as (_gateway, ssh):
         sandbox = containers.start()
         assert sandbox.session_id
         result = ssh.run(sandbox.session_id, options=["-W", "127.0.0.1:22"])
@@ -199,23 +190,18 @@ def test_no_forwarding_flag_prohibits_forwarding(
         remote = ssh.run(sandbox.session_id, "echo ran", options=["-R", "0:127.0.0.1:9"])
         assert remote.stdout == b"ran\n"
         assert b"remote port forwarding failed" in remote.stderr
-    finally:
-        gateway.terminate()
 
 
 def test_disable_one_forwarding_kind(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
-    gateway, ssh = serve(tmp_path, "--disable-forwarding", "remote")
-    try:
+    with serving(tmp_path, "--disable-forwarding", "remote") as (_gateway, ssh):
         sandbox = containers.start()
         assert sandbox.session_id
         remote = ssh.run(sandbox.session_id, "echo ran", options=["-R", "0:127.0.0.1:9"])
         assert b"remote port forwarding failed" in remote.stderr
         local = ssh.run(sandbox.session_id, options=["-W", "127.0.0.1:1"])
         assert b"administratively prohibited" not in local.stderr  # local still allowed
-    finally:
-        gateway.terminate()
 
 
 def test_remote_docker_host_says_why_forwarding_is_unavailable(
@@ -233,8 +219,7 @@ def test_remote_docker_host_says_why_forwarding_is_unavailable(
     )
     try:
         wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
-        gateway, ssh = serve(tmp_path, "--docker-host", f"tcp://127.0.0.1:{port}")
-        try:
+        with serving(tmp_path, "--docker-host", f"tcp://127.0.0.1:{port}") as (gateway, ssh):
             log = gateway.wait_for_log(lambda text: "forwarding is unavailable" in text)
             assert "forwarding needs the gateway on the Docker host" in log
             sandbox = containers.start()
@@ -243,8 +228,6 @@ def test_remote_docker_host_says_why_forwarding_is_unavailable(
             refused = ssh.run(sandbox.session_id, options=["-v", "-W", "127.0.0.1:22"])
             assert b"administratively prohibited" in refused.stderr
             assert b"forwarding needs the gateway on the Docker host" in refused.stderr
-        finally:
-            gateway.terminate()
     finally:
         bridge.terminate()
         bridge.wait()
@@ -253,10 +236,9 @@ def test_remote_docker_host_says_why_forwarding_is_unavailable(
 def test_idle_stop_accept_env_and_user_fallback_flags(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
-    gateway, ssh = serve(
+    with serving(
         tmp_path, "--idle-stop", "1s", "--accept-env", "LANG", "--user-fallback", "root"
-    )
-    try:
+    ) as (gateway, ssh):
         sandbox = containers.start()
         assert sandbox.session_id
         result = ssh.run(
@@ -272,15 +254,12 @@ def test_idle_stop_accept_env_and_user_fallback_flags(
         )
         assert "idle for 1s: stopping its sandbox" in gateway.log_text()
         assert ssh.run(sandbox.session_id, "echo again").stdout == b"again\n"
-    finally:
-        gateway.terminate()
 
 
 def test_workers_share_the_port_and_stop_together(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
-    gateway, ssh = serve(tmp_path, "--workers", "2")
-    try:
+    with serving(tmp_path, "--workers", "2") as (gateway, ssh):
         gateway.wait_for_log(lambda text: text.count("listening on") == 2)
         sandbox = containers.start()
         assert sandbox.session_id
@@ -288,7 +267,6 @@ def test_workers_share_the_port_and_stop_together(
             assert ssh.run(sandbox.session_id, f"echo {index}").stdout == f"{index}\n".encode()
         workers = re.search(r"started 2 workers: (\d+) (\d+)", gateway.log_text())
         assert workers, gateway.log_text()
-    finally:
         assert gateway.terminate() == 0
     for pid in workers.groups():
         assert not Path(f"/proc/{pid}").exists()

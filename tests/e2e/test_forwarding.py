@@ -25,6 +25,7 @@ from ..support.netclient import (
     expected_download_digest,
     free_port,
     install_standin,
+    one_shot_server,
     recv_all,
     recv_line,
 )
@@ -281,17 +282,7 @@ def test_symlink_cannot_reach_the_gateway_hosts_docker_socket(
 
 def test_remote_forward_listens_inside_the_sandbox(ssh: SSHClient, sandbox: Container) -> None:
     assert sandbox.session_id
-    with socket.socket() as client_side:
-        client_side.bind(("127.0.0.1", 0))
-        client_side.listen()
-        local_port = client_side.getsockname()[1]
-
-        def answer() -> None:
-            conn, _ = client_side.accept()
-            with conn:
-                conn.sendall(b"from the client side\n")
-
-        threading.Thread(target=answer, daemon=True).start()
+    with one_shot_server(b"from the client side\n") as local_port:
         remote_port = free_port()
         probe = (
             "python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', "
@@ -307,13 +298,7 @@ def test_remote_forward_port_zero_is_allocated_and_reported(
     ssh: SSHClient, sandbox: Container
 ) -> None:
     assert sandbox.session_id
-    with socket.socket() as client_side:
-        client_side.bind(("127.0.0.1", 0))
-        client_side.listen()
-        local_port = client_side.getsockname()[1]
-        threading.Thread(
-            target=lambda: client_side.accept()[0].sendall(b"dynamic\n"), daemon=True
-        ).start()
+    with one_shot_server(b"dynamic\n") as local_port:
         process = ssh.popen(
             sandbox.session_id,
             "cat",
@@ -365,13 +350,7 @@ def test_cancel_remote_forward(ssh: SSHClient, sandbox: Container, tmp_path: Pat
 def test_remote_unix_socket_forward(ssh: SSHClient, containers: Containers) -> None:
     sandbox = containers.start(user="dev")
     assert sandbox.session_id
-    with socket.socket() as client_side:
-        client_side.bind(("127.0.0.1", 0))
-        client_side.listen()
-        local_port = client_side.getsockname()[1]
-        threading.Thread(
-            target=lambda: client_side.accept()[0].sendall(b"via socket\n"), daemon=True
-        ).start()
+    with one_shot_server(b"via socket\n") as local_port:
         probe = (
             "stat -c %U /home/dev/agent.sock; "
             'python3 -c "import socket; s=socket.socket(socket.AF_UNIX); '

@@ -169,10 +169,9 @@ def test_dead_hook_endpoint_fails_closed(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
     dead = free_port()
-    gateway = CliGateway(
+    with CliGateway(
         tmp_path / "key", "--env-url", f"http://127.0.0.1:{dead}/env", "--hook-timeout", "1"
-    )
-    try:
+    ) as gateway:
         ssh = SSHClient(gateway.host, gateway.port, gateway.host_key_path, tmp_path / "client")
         sandbox = containers.start()
         assert sandbox.session_id
@@ -180,8 +179,6 @@ def test_dead_hook_endpoint_fails_closed(
         assert result.returncode == 255
         assert b"cannot prepare the session: the env hook did not answer" in result.stderr
         assert gateway.process.poll() is None
-    finally:
-        gateway.terminate()
 
 
 def test_hook_protocol_doc_examples_are_valid_json() -> None:
@@ -201,7 +198,7 @@ def test_authorized_keys_from_the_http_hook(
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    gateway = CliGateway(
+    with CliGateway(
         tmp_path / "host_key",
         "--auth",
         "publickey",
@@ -209,8 +206,7 @@ def test_authorized_keys_from_the_http_hook(
         hook_server.url("keys"),
         "--hook-token-file",
         str(token_file),
-    )
-    try:
+    ) as gateway:
         ssh = SSHClient(gateway.host, gateway.port, gateway.host_key_path, tmp_path / "client")
         sandbox = containers.start()
         assert sandbox.session_id
@@ -218,5 +214,3 @@ def test_authorized_keys_from_the_http_hook(
         assert ssh.run(sandbox.session_id, "true", options=options).returncode == 255
         hook_server.keys[sandbox.session_id] = Path(f"{key}.pub").read_text()
         assert ssh.run(sandbox.session_id, "echo hooked", options=options).stdout == b"hooked\n"
-    finally:
-        gateway.terminate()

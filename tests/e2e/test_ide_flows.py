@@ -24,6 +24,7 @@ import pytest
 from ..support.containers import Container, Containers
 from ..support.netclient import (
     STANDIN_PATH,
+    connect_when_listening,
     download_digest,
     expected_download_digest,
     free_port,
@@ -226,14 +227,7 @@ def test_server_on_a_unix_socket_through_local_forward(
             stderr=subprocess.PIPE,
         )
         try:
-
-            def reachable() -> socket.socket | None:
-                try:
-                    return socket.create_connection(("127.0.0.1", port), timeout=10)
-                except ConnectionRefusedError:
-                    return None
-
-            with wait_until(reachable, message="the local forward never listened") as conn:
+            with connect_when_listening(port) as conn:
                 assert recv_line(conn) == f"token=={tunnel.token}==\n".encode()
         finally:
             forward.kill()
@@ -287,14 +281,7 @@ def test_jetbrains_style_upload_run_and_forward(
         stderr=subprocess.PIPE,
     )
     try:
-
-        def reachable() -> socket.socket | None:
-            try:
-                return socket.create_connection(("127.0.0.1", local_port), timeout=10)
-            except ConnectionRefusedError:
-                return None
-
-        with wait_until(reachable, message="the local forward never listened") as conn:
+        with connect_when_listening(local_port) as conn:
             assert recv_line(conn) == f"token=={token}==\n".encode()
             conn.sendall(b"ping")
             conn.shutdown(socket.SHUT_WR)

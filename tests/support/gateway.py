@@ -110,6 +110,12 @@ class CliGateway:
             time.sleep(0.05)
         raise AssertionError(f"log never matched; log was:\n{self.log_text()}")
 
+    def __enter__(self) -> CliGateway:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.terminate()
+
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import random
 import socket
 import struct
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .containers import Container, docker
@@ -35,6 +38,35 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def one_shot_server(reply: bytes) -> Iterator[int]:
+    """A loopback service that sends ``reply`` to its first connection; yields its port."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(reply)
+
+        threading.Thread(target=answer, daemon=True).start()
+        yield int(listener.getsockname()[1])
+
+
+def connect_when_listening(port: int, timeout: float = 15.0) -> socket.socket:
+    """Connect to a loopback port once something listens there (a forward coming up)."""
+    from .wait import wait_until
+
+    def attempt() -> socket.socket | None:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=10)
+        except ConnectionRefusedError:
+            return None
+
+    return wait_until(attempt, timeout=timeout, message=f"nothing listened on port {port}")
 
 
 def socks5_connect(proxy_port: int, host: str, port: int, timeout: float = 20) -> socket.socket:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..hooks import AuthorizedKeysSource
+from ..hooks import AuthorizedKeysSource, Sandbox
 
 log = logging.getLogger("sandbox_ssh.auth")
 
@@ -51,8 +51,9 @@ def ca_lines(text: str) -> str:
     return "\n".join(lines)
 
 
-async def collect_authorized_keys(session_id: str, sources: KeySources) -> str:
-    """All authorized_keys lines for ``session_id``; unreadable sources raise."""
+async def collect_authorized_keys(sandbox: Sandbox, sources: KeySources) -> str:
+    """All authorized_keys lines for the sandbox's session; unreadable sources raise."""
+    session_id = sandbox.session_id
     parts: list[str] = []
     loop = asyncio.get_running_loop()
     if sources.admin_keys is not None:
@@ -65,7 +66,7 @@ async def collect_authorized_keys(session_id: str, sources: KeySources) -> str:
         # The session ID was validated, so it cannot name a path outside the directory.
         parts.append(await loop.run_in_executor(None, _read, sources.directory / session_id))
     if sources.provider is not None:
-        parts.append(await sources.provider.get_authorized_keys(session_id))
+        parts.append(await sources.provider.get_authorized_keys(sandbox))
     for fetch in sources.fetchers:
         parts.append(await fetch(session_id))
     return "\n".join(part for part in parts if part)

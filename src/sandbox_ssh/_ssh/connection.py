@@ -25,6 +25,7 @@ from .._session.resolve import (
     resolve_connection,
 )
 from ..hooks import ConnectionTracker, Release
+from ..tracking import InMemoryConnectionTracker
 from . import forwarding
 from .auth import limit_auth_attempts, parse_authorized_keys
 from .limits import SourceGuard
@@ -54,7 +55,7 @@ class GatewayState:
     max_connections_per_session: int = 100
     connections: set[GatewayConnection] = field(default_factory=set)
     unauthenticated: int = 0
-    live_per_session: dict[str, int] = field(default_factory=dict)
+    live: InMemoryConnectionTracker = field(default_factory=InMemoryConnectionTracker)
     audit: AuditSink = field(default_factory=NoAudit)
     sources: SourceGuard = field(default_factory=SourceGuard)
     stopping: bool = False
@@ -81,12 +82,12 @@ class GatewayConnection(asyncssh.SSHServer):
         self._peer = ("unknown", 0)
         self._local = ("unknown", 0)
         self._outcome: str | None = None
-        self._channels: set[SessionChannel] = set()
+        # Open session channels; their number is what --max-sessions bounds.
+        self._sessions: set[SSHChannelAdapter] = set()
         self._forwarding: Forwarding | None = None
         self._subsystem_cache: dict[str, str] = {}
         self._authenticating = False
-        self._counted_session: str | None = None
-        self._open_sessions = 0
+        self._live_release: Release | None = None
         self._audit = ConnectionAudit(state.audit, uuid.uuid4().hex[:16])
         self._traffic: TrafficCounter | None = None
         self._key_fingerprint: str | None = None
@@ -163,7 +164,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 "connection.rejected", username=username[:200], reason=str(rejection)
             )
             raise asyncssh.DisconnectError(asyncssh.DISC_BY_APPLICATION, str(rejection)) from None
-        live = self._state.live_per_session.get(username, 0)
+        live = self._state.live.live_connections(username)
         if live >= self._state.max_connections_per_session:
             self._outcome = "rejected: too many connections to this session"
             raise asyncssh.DisconnectError(
@@ -177,7 +178,7 @@ class GatewayConnection(asyncssh.SSHServer):
         if self._state.auth_mode == "none":
             return False  # the username is the session ID, as in the original
         try:
-            text = await collect_authorized_keys(username, self._state.key_sources)
+            text = await collect_authorized_keys(self._resolved.sandbox, self._state.key_sources)
         except Exception as error:
             self._outcome = "rejected: authorized keys unavailable"
             raise asyncssh.DisconnectError(
@@ -213,9 +214,7 @@ class GatewayConnection(asyncssh.SSHServer):
             sandbox=resolved.sandbox.id[:12],
             user=resolved.user.username,
         )
-        self._counted_session = resolved.session_id
-        live = self._state.live_per_session
-        live[resolved.session_id] = live.get(resolved.session_id, 0) + 1
+        self._live_release = self._state.live.track(resolved.session_id)
         log.info(
             "connection opened: session=%s remote=%s:%d sandbox=%s user=%s",
             resolved.session_id,
@@ -235,7 +234,7 @@ class GatewayConnection(asyncssh.SSHServer):
             return False
         endpoints = Endpoints(self._peer[0], self._peer[1], self._local[0], self._local[1])
 
-        if self._open_sessions >= self._state.max_sessions:
+        if len(self._sessions) >= self._state.max_sessions:
             log.warning(
                 "session %s from %s:%d: refusing channel beyond --max-sessions %d",
                 resolved.session_id,
@@ -246,10 +245,9 @@ class GatewayConnection(asyncssh.SSHServer):
                 asyncssh.OPEN_RESOURCE_SHORTAGE,
                 f"too many sessions on this connection (at most {self._state.max_sessions})",
             )
-        self._open_sessions += 1
 
         def make_session(adapter: SSHChannelAdapter) -> SessionChannel:
-            channel = SessionChannel(
+            return SessionChannel(
                 self._state.hooks.provider,
                 resolved,
                 endpoints,
@@ -260,13 +258,10 @@ class GatewayConnection(asyncssh.SSHServer):
                 accept_env=self._state.accept_env,
                 audit=self._audit,
             )
-            self._channels.add(channel)
-            return channel
 
-        return SSHChannelAdapter(make_session, on_close=self._session_closed)
-
-    def _session_closed(self) -> None:
-        self._open_sessions -= 1
+        adapter = SSHChannelAdapter(make_session, on_close=self._sessions.discard)
+        self._sessions.add(adapter)
+        return adapter
 
     # Forwarding: always inside the sandbox; see _ssh/forwarding.py.
 
@@ -283,35 +278,36 @@ class GatewayConnection(asyncssh.SSHServer):
     def server_requested(
         self, listen_host: str, listen_port: int
     ) -> Awaitable[asyncssh.SSHListener | bool]:
-        if self._conn is None or self._forwarding is None or self._state.stopping:
+        active = self._active_forwarding()
+        if active is None or self._conn is None:
             return _refused()
-        return forwarding.listen_tcp(self._conn, self._forwarding, listen_host, listen_port)
+        return forwarding.listen_tcp(self._conn, active, listen_host, listen_port)
 
     def unix_server_requested(self, listen_path: str) -> Awaitable[asyncssh.SSHListener | bool]:
-        if self._conn is None or self._forwarding is None or self._state.stopping:
+        active = self._active_forwarding()
+        if active is None or self._conn is None:
             return _refused()
-        return forwarding.listen_unix(self._conn, self._forwarding, listen_path)
+        return forwarding.listen_unix(self._conn, active, listen_path)
+
+    def _active_forwarding(self) -> Forwarding | None:
+        """The connection's forwarding, unless it is not resolved yet or the gateway stops."""
+        return None if self._state.stopping else self._forwarding
 
     def _require_forwarding(self) -> Forwarding:
-        if self._forwarding is None or self._state.stopping:
+        active = self._active_forwarding()
+        if active is None:
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "the gateway is shutting down"
             )
-        return self._forwarding
+        return active
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state.connections.discard(self)
         self._done_authenticating()
-        if self._counted_session is not None:
-            live = self._state.live_per_session
-            remaining = live.get(self._counted_session, 1) - 1
-            if remaining > 0:
-                live[self._counted_session] = remaining
-            else:
-                live.pop(self._counted_session, None)
-        for channel in self._channels:
-            channel.close()  # idempotent; asyncssh also closes each channel
-        self._channels.clear()
+        if self._live_release is not None:
+            self._live_release()
+        for adapter in list(self._sessions):
+            adapter.connection_lost(None)  # idempotent; asyncssh also closes each channel
         if self._release is not None:
             release, self._release = self._release, None
             try:
@@ -319,10 +315,11 @@ class GatewayConnection(asyncssh.SSHServer):
             except Exception:
                 log.exception("connection tracker release failed")
         outcome = self._outcome or self._describe_end(exc)
+        duration = time.monotonic() - self._opened_at
         sent, received = self._traffic.finish() if self._traffic else (None, None)
         self._audit.record(
             "connection.close",
-            duration=round(time.monotonic() - self._opened_at, 3),
+            duration=round(duration, 3),
             bytes_in=received,
             bytes_out=sent,
             end=outcome,
@@ -331,7 +328,7 @@ class GatewayConnection(asyncssh.SSHServer):
             "connection closed: session=%s remote=%s:%d duration=%.3fs end=%s",
             self.session_id or "-",
             *self._peer,
-            time.monotonic() - self._opened_at,
+            duration,
             outcome,
         )
 

@@ -27,7 +27,9 @@ class SSHChannelAdapter(asyncssh.SSHServerSession[bytes]):
     """Implements the session logic's ChannelOutput on an asyncssh server channel."""
 
     def __init__(
-        self, make_session: SessionFactory, on_close: Callable[[], None] | None = None
+        self,
+        make_session: SessionFactory,
+        on_close: Callable[[SSHChannelAdapter], None] | None = None,
     ) -> None:
         self._make_session = make_session
         self._on_close = on_close
@@ -165,4 +167,4 @@ class SSHChannelAdapter(asyncssh.SSHServerSession[bytes]):
             self._session.close()
         if self._on_close is not None:
             on_close, self._on_close = self._on_close, None
-            on_close()
+            on_close(self)

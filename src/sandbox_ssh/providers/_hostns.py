@@ -19,13 +19,16 @@ visibility (root on the Docker host). Nothing is required of the image.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import errno
 import os
 import platform
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -55,53 +58,87 @@ def _check(result: int, what: str) -> int:
     return result
 
 
-def _in_thread(work: Callable[[], T]) -> T:
+def _start_isolated(
+    work: Callable[[], T], done: Callable[[T | None, BaseException | None], None]
+) -> None:
     """Run ``work`` on a fresh thread that ends afterwards, so no changed state outlives it."""
-    outcome: list[T] = []
-    failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            outcome.append(work())
-        except BaseException as error:  # re-raised in the caller
-            failure.append(error)
+            result = work()
+        except BaseException as error:  # handed to the caller
+            done(None, error)
+        else:
+            done(result, None)
 
-    thread = threading.Thread(target=run, name="sandbox-ssh-ns", daemon=True)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    threading.Thread(target=run, name="sandbox-ssh-ns", daemon=True).start()
 
 
-def socket_in_netns(pid: int, family: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
-    """A new socket in the network namespace of host process ``pid``. Blocking; run off-loop."""
+async def _isolated(work: Callable[[], T]) -> T:
+    """Await ``work`` run on its own fresh thread (one thread, no executor in between)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
 
-    def work() -> socket.socket:
-        try:
-            target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as error:
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.cancelled():
+            if isinstance(result, socket.socket):
+                result.close()
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def done(result: T | None, error: BaseException | None) -> None:
+        loop.call_soon_threadsafe(settle, result, error)
+
+    _start_isolated(work, done)
+    return await future
+
+
+def _isolated_blocking(work: Callable[[], T]) -> T:
+    outcome: list[tuple[T | None, BaseException | None]] = []
+    finished = threading.Event()
+
+    def done(result: T | None, error: BaseException | None) -> None:
+        outcome.append((result, error))
+        finished.set()
+
+    _start_isolated(work, done)
+    finished.wait()
+    result, error = outcome[0]
+    if error is not None:
+        raise error
+    return result  # type: ignore[return-value]
+
+
+def _socket_in_netns(pid: int, family: int) -> socket.socket:
+    try:
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        raise NamespaceError(
+            error.errno, f"cannot open the sandbox's network namespace: {error.strerror}"
+        ) from error
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(target, _CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
             raise NamespaceError(
-                error.errno, f"cannot open the sandbox's network namespace: {error.strerror}"
-            ) from error
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                code, f"cannot enter the sandbox's network namespace: {os.strerror(code)}"
+            )
         try:
-            if _libc.setns(target, _CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                raise NamespaceError(
-                    code, f"cannot enter the sandbox's network namespace: {os.strerror(code)}"
-                )
-            try:
-                return socket.socket(family, kind)
-            finally:
-                if _libc.setns(own, _CLONE_NEWNET) != 0:
-                    # The thread is about to end anyway; nothing else runs on it.
-                    pass
+            return socket.socket(family, socket.SOCK_STREAM)
         finally:
-            os.close(own)
-            os.close(target)
+            # Best effort only: the thread ends right after, and nothing else runs on it.
+            _libc.setns(own, _CLONE_NEWNET)
+    finally:
+        os.close(own)
+        os.close(target)
 
-    return _in_thread(work)
+
+async def socket_in_netns(pid: int, family: int) -> socket.socket:
+    """A new TCP socket in the network namespace of host process ``pid``."""
+    return await _isolated(partial(_socket_in_netns, pid, family))
 
 
 def _open_in_root(root_fd: int, path: str, flags: int) -> int:
@@ -117,117 +154,6 @@ def _open_in_root(root_fd: int, path: str, flags: int) -> int:
     return int(result)
 
 
-def _as_user(uid: int, gid: int, groups: Sequence[int], work: Callable[[], T]) -> T:
-    """Run ``work`` with this thread's filesystem credentials set to uid/gid/groups."""
-
-    def run() -> T:
-        if uid != 0:
-            if _SYS_SETGROUPS is None:
-                raise NamespaceError(
-                    errno.ENOSYS, f"no setgroups syscall known for {platform.machine()}"
-                )
-            # The raw syscall changes only this thread; glibc's wrapper changes them all.
-            array = (ctypes.c_uint32 * max(1, len(groups)))(*(groups or [gid]))
-            _check(_libc.syscall(_SYS_SETGROUPS, len(groups) or 1, array), "setgroups")
-            _libc.setfsgid(gid)
-            _libc.setfsuid(uid)
-        return work()
-
-    return _in_thread(run)
-
-
-def _split_parent(path: str) -> tuple[str, str]:
-    parent, _, name = path.rstrip("/").rpartition("/")
-    if not name or name in (".", ".."):
-        raise OSError(errno.EINVAL, "not a socket path", path)
-    return parent or "/", name
-
-
-def connect_unix_in_root(
-    pid: int, path: str, uid: int, gid: int, groups: Sequence[int] = ()
-) -> socket.socket:
-    """A unix socket connected to ``path`` as seen inside the sandbox, with the user's rights."""
-
-    def work() -> socket.socket:
-        root = _open_root(pid)
-        try:
-            target = _open_in_root(root, path, _O_PATH)
-            try:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    sock.connect(f"/proc/self/fd/{target}")
-                except BaseException:
-                    sock.close()
-                    raise
-                return sock
-            finally:
-                os.close(target)
-        finally:
-            os.close(root)
-
-    return _as_user(uid, gid, groups, work)
-
-
-def bind_unix_in_root(
-    pid: int, path: str, uid: int, gid: int, groups: Sequence[int] = ()
-) -> socket.socket:
-    """A listening unix socket created at ``path`` inside the sandbox, owned by the user."""
-    parent, name = _split_parent(path)
-
-    def work() -> socket.socket:
-        root = _open_root(pid)
-        try:
-            directory = _open_in_root(root, parent, _O_PATH | os.O_DIRECTORY)
-            try:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    sock.bind(f"/proc/self/fd/{directory}/{name}")
-                    sock.listen(128)
-                except BaseException:
-                    sock.close()
-                    raise
-                return sock
-            finally:
-                os.close(directory)
-        finally:
-            os.close(root)
-
-    return _as_user(uid, gid, groups, work)
-
-
-def unlink_in_root(pid: int, path: str, uid: int, gid: int, groups: Sequence[int] = ()) -> None:
-    """Remove a socket file the gateway bound inside the sandbox."""
-    parent, name = _split_parent(path)
-
-    def work() -> None:
-        root = _open_root(pid)
-        try:
-            directory = _open_in_root(root, parent, _O_PATH | os.O_DIRECTORY)
-            try:
-                os.unlink(f"/proc/self/fd/{directory}/{name}")
-            finally:
-                os.close(directory)
-        finally:
-            os.close(root)
-
-    _as_user(uid, gid, groups, work)
-
-
-def read_file_in_root(pid: int, path: str, limit: int = 1 << 20) -> bytes:
-    """Read a small file as the sandbox sees it (root's rights; for /etc/hosts and the like)."""
-
-    def work() -> bytes:
-        root = _open_root(pid)
-        try:
-            fd = _open_in_root(root, path, os.O_RDONLY)
-            with os.fdopen(fd, "rb") as handle:
-                return handle.read(limit)
-        finally:
-            os.close(root)
-
-    return _in_thread(work)
-
-
 def _open_root(pid: int) -> int:
     try:
         return os.open(f"/proc/{pid}/root", _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -237,6 +163,104 @@ def _open_root(pid: int) -> int:
         ) from error
 
 
+@contextlib.contextmanager
+def _in_root(pid: int, path: str, flags: int) -> Iterator[int]:
+    """A descriptor for ``path`` resolved inside the sandbox's root, closed afterwards."""
+    root = _open_root(pid)
+    try:
+        fd = _open_in_root(root, path, flags)
+    finally:
+        os.close(root)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _as_user(uid: int, gid: int, groups: Sequence[int]) -> None:
+    """Set this thread's filesystem credentials; only ever called on an isolated thread."""
+    if uid == 0:
+        return
+    if _SYS_SETGROUPS is None:
+        raise NamespaceError(errno.ENOSYS, f"no setgroups syscall known for {platform.machine()}")
+    # The raw syscall changes only this thread; glibc's wrapper changes them all.
+    array = (ctypes.c_uint32 * max(1, len(groups)))(*(groups or [gid]))
+    _check(_libc.syscall(_SYS_SETGROUPS, len(groups) or 1, array), "setgroups")
+    _libc.setfsgid(gid)
+    _libc.setfsuid(uid)
+
+
+def _split_parent(path: str) -> tuple[str, str]:
+    parent, _, name = path.rstrip("/").rpartition("/")
+    if not name or name in (".", ".."):
+        raise OSError(errno.EINVAL, "not a socket path", path)
+    return parent or "/", name
+
+
+def _unix_socket(setup: Callable[[socket.socket], None]) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        setup(sock)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _connect_unix(pid: int, path: str, uid: int, gid: int, groups: Sequence[int]) -> socket.socket:
+    _as_user(uid, gid, groups)
+    with _in_root(pid, path, _O_PATH) as target:
+        return _unix_socket(lambda sock: sock.connect(f"/proc/self/fd/{target}"))
+
+
+def _bind_unix(pid: int, path: str, uid: int, gid: int, groups: Sequence[int]) -> socket.socket:
+    parent, name = _split_parent(path)
+    _as_user(uid, gid, groups)
+    with _in_root(pid, parent, _O_PATH | os.O_DIRECTORY) as directory:
+
+        def bind_and_listen(sock: socket.socket) -> None:
+            sock.bind(f"/proc/self/fd/{directory}/{name}")
+            sock.listen(128)
+
+        return _unix_socket(bind_and_listen)
+
+
+def _unlink(pid: int, path: str, uid: int, gid: int, groups: Sequence[int]) -> None:
+    parent, name = _split_parent(path)
+    _as_user(uid, gid, groups)
+    with _in_root(pid, parent, _O_PATH | os.O_DIRECTORY) as directory:
+        os.unlink(f"/proc/self/fd/{directory}/{name}")
+
+
+def _read_file(pid: int, path: str, limit: int) -> bytes:
+    with _in_root(pid, path, os.O_RDONLY) as fd:
+        return os.read(fd, limit)
+
+
+async def connect_unix_in_root(
+    pid: int, path: str, uid: int, gid: int, groups: Sequence[int] = ()
+) -> socket.socket:
+    """A unix socket connected to ``path`` as seen inside the sandbox, with the user's rights."""
+    return await _isolated(partial(_connect_unix, pid, path, uid, gid, groups))
+
+
+async def bind_unix_in_root(
+    pid: int, path: str, uid: int, gid: int, groups: Sequence[int] = ()
+) -> socket.socket:
+    """A listening unix socket created at ``path`` inside the sandbox, owned by the user."""
+    return await _isolated(partial(_bind_unix, pid, path, uid, gid, groups))
+
+
+def unlink_in_root(pid: int, path: str, uid: int, gid: int, groups: Sequence[int] = ()) -> None:
+    """Remove a socket file the gateway bound inside the sandbox (blocking, and brief)."""
+    _isolated_blocking(partial(_unlink, pid, path, uid, gid, groups))
+
+
+async def read_file_in_root(pid: int, path: str, limit: int = 1 << 20) -> bytes:
+    """Read a small file as the sandbox sees it (root's rights; for /etc/hosts and the like)."""
+    return await _isolated(partial(_read_file, pid, path, limit))
+
+
 def host_namespace_problem() -> str | None:
     """Why this process cannot enter other processes' namespaces, or None when it can."""
     if platform.system() != "Linux":
@@ -244,7 +268,7 @@ def host_namespace_problem() -> str | None:
     if os.geteuid() != 0:
         return "forwarding needs the gateway to run as root on the container host"
     try:
-        socket_in_netns(os.getpid(), socket.AF_INET).close()
+        _isolated_blocking(partial(_socket_in_netns, os.getpid(), socket.AF_INET)).close()
     except OSError as error:
         return f"forwarding needs CAP_SYS_ADMIN: {error.strerror or error}"
     return None

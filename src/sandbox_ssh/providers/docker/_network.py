@@ -7,15 +7,12 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable
-from functools import partial
-from typing import TypeVar
 
 import aiodocker
 
 from ...hooks import BoundListener, Sandbox, SandboxError, UserInfo
 from .. import _hostns
 
-T = TypeVar("T")
 _LOCALHOST = ("127.0.0.1", "::1")
 
 
@@ -69,9 +66,6 @@ class DockerNetwork:
             raise SandboxError("the sandbox is not running")
         return pid
 
-    async def _off_loop(self, work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(None, work)
-
     async def _addresses(self, pid: int, host: str) -> list[str]:
         try:
             ipaddress.ip_address(host)
@@ -81,7 +75,7 @@ class DockerNetwork:
         if host.lower() == "localhost":
             return list(_LOCALHOST)
         try:
-            hosts = await self._off_loop(partial(_hostns.read_file_in_root, pid, "/etc/hosts"))
+            hosts = await _hostns.read_file_in_root(pid, "/etc/hosts")
         except OSError:
             hosts = b""
         found = parse_hosts(hosts.decode(errors="replace"), host)
@@ -94,7 +88,7 @@ class DockerNetwork:
         last_error = "no address"
         for address in await self._addresses(pid, host):
             try:
-                sock = await self._off_loop(partial(_hostns.socket_in_netns, pid, _family(address)))
+                sock = await _hostns.socket_in_netns(pid, _family(address))
             except OSError as error:
                 raise SandboxError(_reason(error)) from error
             sock.setblocking(False)
@@ -109,9 +103,8 @@ class DockerNetwork:
 
     async def connect_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> socket.socket:
         pid = await self._pid(sandbox)
-        work = partial(_hostns.connect_unix_in_root, pid, path, user.uid, user.gid)
         try:
-            sock = await self._off_loop(work)
+            sock = await _hostns.connect_unix_in_root(pid, path, user.uid, user.gid)
         except OSError as error:
             raise SandboxError(f"connect to {path} failed: {_reason(error)}") from error
         sock.setblocking(False)
@@ -120,7 +113,7 @@ class DockerNetwork:
     async def listen_tcp(self, sandbox: Sandbox, host: str, port: int) -> BoundListener:
         pid = await self._pid(sandbox)
         try:
-            sock = await self._off_loop(partial(_hostns.socket_in_netns, pid, _family(host)))
+            sock = await _hostns.socket_in_netns(pid, _family(host))
         except OSError as error:
             raise SandboxError(_reason(error)) from error
         try:
@@ -135,9 +128,8 @@ class DockerNetwork:
 
     async def listen_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> BoundListener:
         pid = await self._pid(sandbox)
-        work = partial(_hostns.bind_unix_in_root, pid, path, user.uid, user.gid)
         try:
-            sock = await self._off_loop(work)
+            sock = await _hostns.bind_unix_in_root(pid, path, user.uid, user.gid)
         except OSError as error:
             raise SandboxError(f"cannot listen on {path}: {_reason(error)}") from error
         sock.setblocking(False)

@@ -22,6 +22,25 @@ DETACH_KEYS = "ctrl-^,ctrl-@,ctrl-^,ctrl-@,ctrl-^,ctrl-@"
 _EXIT_POLL_LIMIT = 10.0
 
 
+async def run_short(
+    docker: aiodocker.Docker, container_id: str, argv: Sequence[str], user: str
+) -> tuple[int | None, bytes]:
+    """Run a short helper in the container to its end: (exit code, stdout).
+
+    Raises aiodocker.DockerError when the runtime refuses it.
+    """
+    helper = await docker.containers.container(container_id).exec(
+        list(argv), stdin=False, tty=False, user=user
+    )
+    output = bytearray()
+    async with helper.start(detach=False) as stream:
+        while (message := await stream.read_out()) is not None:
+            if message.stream == OutputStream.STDOUT.value:
+                output += message.data
+    exit_code = (await helper.inspect()).get("ExitCode")
+    return exit_code, bytes(output)
+
+
 class DockerProcess:
     """Implements :class:`sandbox_ssh.hooks.SandboxProcess` over one hijacked exec stream."""
 
@@ -154,12 +173,8 @@ class DockerProcess:
 
     async def _run_control(self, argv: Sequence[str]) -> None:
         """Run a short helper as root in the sandbox and wait for it to finish."""
-        container = self._docker.containers.container(self._container_id)
         try:
-            control = await container.exec(list(argv), stdin=False, tty=False, user="0:0")
-            async with control.start(detach=False) as stream:
-                while await stream.read_out() is not None:
-                    pass
+            await run_short(self._docker, self._container_id, argv, user="0:0")
         except aiodocker.DockerError as error:
             log.warning("control exec in %s failed: %s", self._container_id[:12], error.message)
 

@@ -6,7 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiodocker
 import aiohttp
@@ -22,7 +22,7 @@ from ...hooks import (
 )
 from ._client import open_client, resolve_docker_host
 from ._network import DockerNetwork
-from ._process import DockerProcess
+from ._process import DockerProcess, run_short
 
 T = TypeVar("T")
 DEFAULT_LABEL = "sandbox-ssh.session"
@@ -61,6 +61,26 @@ echo "$uid $gid ${name:-$uid}"
 """
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Expiring(Generic[K, V]):
+    """Answers kept for a while: users and groups in a sandbox rarely change."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._entries: dict[K, tuple[float, V]] = {}
+
+    async def get_or_compute(self, key: K, compute: Callable[[], Awaitable[V]]) -> V:
+        entry = self._entries.get(key)
+        if entry is not None and time.monotonic() - entry[0] < self._seconds:
+            return entry[1]
+        value = await compute()
+        self._entries[key] = (time.monotonic(), value)
+        return value
+
+
 class DockerProvider:
     """Finds sandboxes by label and runs processes in them through the Engine API.
 
@@ -83,8 +103,8 @@ class DockerProvider:
         self._hangup_grace = hangup_grace
         self._client: aiodocker.Docker | None = None
         self._connector: aiohttp.BaseConnector | None = None
-        self._user_cache: dict[tuple[str, str], tuple[float, UserInfo]] = {}
-        self._gid_cache: dict[tuple[str, int], tuple[float, int | None]] = {}
+        self._user_cache: _Expiring[tuple[str, str], UserInfo] = _Expiring(_USER_CACHE_SECONDS)
+        self._gid_cache: _Expiring[tuple[str, int], int | None] = _Expiring(_USER_CACHE_SECONDS)
         self._in_flight: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._network = DockerNetwork(
             lambda: self.docker, resolve_docker_host(docker_host).startswith("unix://")
@@ -141,6 +161,7 @@ class DockerProvider:
             id=found["Id"],
             status=_STATUS_BY_STATE.get(found.get("State", ""), SandboxStatus.UNAVAILABLE),
             name=names[0].lstrip("/"),
+            labels=dict(found.get("Labels") or {}),
         )
 
     async def _require(self, session_id: str) -> Sandbox:
@@ -186,14 +207,9 @@ class DockerProvider:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
 
-    async def get_authorized_keys(self, session_id: str) -> str:
+    async def get_authorized_keys(self, sandbox: Sandbox) -> str:
         """authorized_keys lines from the container's ``sandbox-ssh.authorized-keys`` label."""
-        sandbox = await self.find_sandbox(session_id)
-        if sandbox is None:
-            return ""
-        info = await self.docker.containers.container(sandbox.id).show()
-        labels = (info.get("Config") or {}).get("Labels") or {}
-        return str(labels.get(AUTHORIZED_KEYS_LABEL, ""))
+        return str(sandbox.labels.get(AUTHORIZED_KEYS_LABEL, ""))
 
     async def stop_sandbox(self, session_id: str) -> None:
         sandbox = await self.find_sandbox(session_id)
@@ -213,24 +229,15 @@ class DockerProvider:
         configured = (info.get("Config") or {}).get("User") or ""
         if not configured:
             return UserInfo(username="root", uid=0, gid=0)
-        key = (sandbox.id, configured)
-        cached = self._user_cache.get(key)
-        if cached and time.monotonic() - cached[0] < _USER_CACHE_SECONDS:
-            return cached[1]
-        user = await self._resolve_user(sandbox.id, configured, session_id)
-        self._user_cache[key] = (time.monotonic(), user)
-        return user
+        return await self._user_cache.get_or_compute(
+            (sandbox.id, configured),
+            lambda: self._resolve_user(sandbox.id, configured, session_id),
+        )
 
     async def _resolve_user(self, container_id: str, configured: str, session_id: str) -> UserInfo:
-        container = self.docker.containers.container(container_id)
-        output = bytearray()
+        argv = ["/bin/sh", "-c", _WHOAMI_SCRIPT]
         try:
-            probe = await container.exec(["/bin/sh", "-c", _WHOAMI_SCRIPT], user=configured)
-            async with probe.start(detach=False) as stream:
-                while (message := await stream.read_out()) is not None:
-                    if message.stream == 1:
-                        output += message.data
-            exit_code = (await probe.inspect()).get("ExitCode")
+            exit_code, output = await run_short(self.docker, container_id, argv, configured)
         except aiodocker.DockerError as error:
             raise SandboxError(
                 f'cannot resolve user "{configured}" in the sandbox of session "{session_id}": '
@@ -259,26 +266,15 @@ class DockerProvider:
         """
         if user.uid == 0 and user.gid == 0:
             return "0"
-        key = (container_id, user.uid)
-        cached = self._gid_cache.get(key)
-        if cached and time.monotonic() - cached[0] < _USER_CACHE_SECONDS:
-            primary_gid = cached[1]
-        else:
-            primary_gid = await self._primary_gid(container_id, user.uid)
-            self._gid_cache[key] = (time.monotonic(), primary_gid)
+        primary_gid = await self._gid_cache.get_or_compute(
+            (container_id, user.uid), lambda: self._primary_gid(container_id, user.uid)
+        )
         return str(user.uid) if primary_gid == user.gid else f"{user.uid}:{user.gid}"
 
     async def _primary_gid(self, container_id: str, uid: int) -> int | None:
-        container = self.docker.containers.container(container_id)
-        output = bytearray()
+        argv = ["/bin/sh", "-c", _PRIMARY_GID_SCRIPT, "sandbox-ssh", str(uid)]
         try:
-            probe = await container.exec(
-                ["/bin/sh", "-c", _PRIMARY_GID_SCRIPT, "sandbox-ssh", str(uid)], user="0:0"
-            )
-            async with probe.start(detach=False) as stream:
-                while (message := await stream.read_out()) is not None:
-                    if message.stream == 1:
-                        output += message.data
+            _, output = await run_short(self.docker, container_id, argv, "0:0")
         except aiodocker.DockerError:
             return None
         text = output.decode(errors="replace").strip()
