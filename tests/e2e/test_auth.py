@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from ..conftest import GatewayFactory
 from ..support.containers import Containers, new_session_id
 from ..support.gateway import CliGateway, LoopThread, serve_once
 from ..support.ssh import SSHClient
@@ -613,3 +614,34 @@ def test_algorithm_lists_are_configurable(
         "--listen", "127.0.0.1:0", "--host-key", str(tmp_path / "key2"), "--ciphers", "rot13"
     )
     assert bad.returncode != 0 and "unsupported cipher algorithm(s): rot13" in bad.stderr
+
+
+def test_banned_address_cannot_log_in_before_the_refusal_is_sent(
+    tmp_path: Path,
+    keys: dict[str, Path],
+    containers: Containers,
+    gateway_factory: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: the reason for an early refusal is sent after a short delay, and a
+    fast client once completed its key exchange and logged in within that delay."""
+    from sandbox_ssh._ssh import connection
+
+    monkeypatch.setattr(connection, "_EARLY_REFUSAL_DELAY", 60.0)
+    directory = tmp_path / "authorized"
+    directory.mkdir()
+    gateway = gateway_factory(auth="publickey", authorized_keys_dir=directory, ban_after_failures=2)
+    sandbox = containers.start()
+    assert sandbox.session_id
+    (directory / sandbox.session_id).write_text(public(keys["user"]) + "\n")
+    for _ in range(2):
+        assert (
+            gateway.client.run(
+                sandbox.session_id, "true", options=with_key(keys["other"])
+            ).returncode
+            == 255
+        )
+    banned = gateway.client.run(sandbox.session_id, "echo in", options=with_key(keys["user"]))
+    assert banned.returncode == 255
+    assert banned.stdout == b""
+    assert b"banned after repeated authentication failures" in banned.stderr

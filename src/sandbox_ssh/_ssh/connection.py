@@ -91,6 +91,8 @@ class GatewayConnection(asyncssh.SSHServer):
         self._audit = ConnectionAudit(state.audit, uuid.uuid4().hex[:16])
         self._traffic: TrafficCounter | None = None
         self._key_fingerprint: str | None = None
+        # Set when admission refused the connection; no authentication may follow.
+        self._refusal: str | None = None
 
     @property
     def session_id(self) -> str | None:
@@ -126,14 +128,15 @@ class GatewayConnection(asyncssh.SSHServer):
         if self._state.auth_mode == "publickey":
             limit_auth_attempts(conn, self._auth_failed, self._auth_succeeded)
 
-    @staticmethod
-    def _refuse_early(conn: asyncssh.SSHServerConnection, reason: str) -> None:
+    def _refuse_early(self, conn: asyncssh.SSHServerConnection, reason: str) -> None:
         """Drop a connection before authentication, with a reason the client prints.
 
         Sending it at once races the client's first packets: closing with them unread
         resets the connection before OpenSSH reads the message. A short delay lets them
-        arrive first; the cost is at most one key exchange.
+        arrive first. A fast client may finish the key exchange within the delay, so
+        begin_auth refuses too: the delay only affects how the reason is delivered.
         """
+        self._refusal = reason
         asyncio.get_running_loop().call_later(
             _EARLY_REFUSAL_DELAY, conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, reason
         )
@@ -154,6 +157,8 @@ class GatewayConnection(asyncssh.SSHServer):
             self._state.unauthenticated -= 1
 
     async def begin_auth(self, username: str) -> bool:
+        if self._refusal is not None:
+            raise asyncssh.DisconnectError(asyncssh.DISC_TOO_MANY_CONNECTIONS, self._refusal)
         try:
             self._resolved = await resolve_connection(
                 self._state.hooks, username, notify=self._send_banner
