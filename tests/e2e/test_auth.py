@@ -311,6 +311,47 @@ def test_malformed_session_ids_are_refused_with_a_reason(
     assert reason in got and len(got) < 200 and got.isprintable()
 
 
+@pytest.mark.parametrize("auth", ["none", "publickey"])
+def test_empty_username_is_refused_with_a_reason(
+    gateway_factory: GatewayFactory, tmp_path: Path, auth: str
+) -> None:
+    """Regression: asyncssh never calls begin_auth for an empty username, which once
+    ended as a bare "Permission denied ()" from `ssh -l ''`."""
+    gateway = gateway_factory(auth=auth, authorized_keys_dir=tmp_path)
+    client = gateway.client
+    argv = ["ssh", *client.options, "-p", str(client.port), "-l", "", client.host, "true"]
+    result = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert result.returncode == 255
+    assert b"the username is the session ID, and it is empty" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["a\x01b", "line\nbreak", "tab\there", "nul\x00"])
+def test_control_characters_in_the_username_are_refused(
+    publickey_gateway: tuple[CliGateway, SSHClient, Path],
+    loop_thread: LoopThread,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    # OpenSSH and asyncssh clients refuse to send these; a hostile client would.
+    import asyncssh.connection
+
+    monkeypatch.setattr(asyncssh.connection, "saslprep", lambda text: text)
+    gateway, _, _ = publickey_gateway
+
+    async def attempt() -> str:
+        try:
+            async with asyncssh.connect(
+                gateway.host, gateway.port, username=name, known_hosts=None, client_keys=None
+            ):
+                return "connected"
+        except asyncssh.DisconnectError as error:
+            return str(error.reason)
+
+    got = loop_thread.run(attempt())
+    assert "Prohibited character" in got and len(got) < 200 and got.isprintable()
+    assert "Traceback" not in gateway.log_text()
+
+
 def test_too_many_authentication_failures(
     publickey_gateway: tuple[CliGateway, SSHClient, Path], tmp_path: Path, containers: Containers
 ) -> None:

@@ -93,6 +93,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self._key_fingerprint: str | None = None
         # Set when admission refused the connection; no authentication may follow.
         self._refusal: str | None = None
+        self._auth_begun = False
 
     @property
     def session_id(self) -> str | None:
@@ -157,6 +158,7 @@ class GatewayConnection(asyncssh.SSHServer):
             self._state.unauthenticated -= 1
 
     async def begin_auth(self, username: str) -> bool:
+        self._auth_begun = True
         if self._refusal is not None:
             raise asyncssh.DisconnectError(asyncssh.DISC_TOO_MANY_CONNECTIONS, self._refusal)
         try:
@@ -196,6 +198,13 @@ class GatewayConnection(asyncssh.SSHServer):
         return True
 
     def public_key_auth_supported(self) -> bool:
+        if not self._auth_begun:
+            # asyncssh calls begin_auth only for a username other than its initial "",
+            # so an empty username (ssh -l '') comes here unresolved.
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_ILLEGAL_USER_NAME,
+                "the username is the session ID, and it is empty",
+            )
         return self._state.auth_mode == "publickey"
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
