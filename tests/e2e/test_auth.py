@@ -398,7 +398,7 @@ def test_channel_limit_gives_resource_shortage(
             "connection (at most 2)"
         )
         assert fourth == "fourth\n"
-        assert "refusing channel beyond --max-sessions 2" in gateway.log_text()
+        gateway.wait_for_log(lambda text: "refusing channel beyond --max-sessions 2" in text)
 
 
 def test_silent_clients_hit_max_startups_and_login_grace(
@@ -411,7 +411,7 @@ def test_silent_clients_hit_max_startups_and_login_grace(
         silent.recv(100)  # the server's banner; then say nothing
         shed = ssh.run(sandbox.session_id, "true")
         assert shed.returncode == 255  # dropped: one connection is still authenticating
-        assert "connections are still authenticating" in gateway.log_text()
+        gateway.wait_for_log(lambda text: "connections are still authenticating" in text)
         silent.settimeout(10)
         assert silent.recv(100) == b""  # the login grace time closes the silent one
         silent.close()
@@ -590,14 +590,16 @@ def test_source_rate_and_ban(
             ssh.run(session_id, "true", options=with_key(keys["other"]))
         banned = ssh.run(session_id, "true", options=with_key(keys["user"]))
         assert banned.returncode == 255  # even the right key: the address is banned
-        assert "banning 127.0.0.1 after repeated authentication failures" in gateway.log_text()
+        gateway.wait_for_log(
+            lambda text: "banning 127.0.0.1 after repeated authentication failures" in text
+        )
     with serving(tmp_path / "rate", "--max-connections-per-minute", "3") as (limited, ssh):
         sandbox = containers.start()
         assert sandbox.session_id
         results = [ssh.run(sandbox.session_id, "true") for _ in range(5)]
         assert [r.returncode for r in results[:3]] == [0, 0, 0]
         assert [r.returncode for r in results[3:]] == [255, 255]
-        assert "connection rate limit exceeded" in limited.log_text()
+        limited.wait_for_log(lambda text: "connection rate limit exceeded" in text)
 
 
 def test_unresponsive_client_is_dropped_by_client_alive(

@@ -252,7 +252,7 @@ def test_idle_stop_accept_env_and_user_fallback_flags(
             timeout=30,
             message="--idle-stop did not stop the sandbox",
         )
-        assert "idle for 1s: stopping its sandbox" in gateway.log_text()
+        gateway.wait_for_log(lambda text: "idle for 1s: stopping its sandbox" in text)
         assert ssh.run(sandbox.session_id, "echo again").stdout == b"again\n"
 
 

@@ -119,7 +119,9 @@ class CliGateway:
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        return self.process.wait(timeout)
+        code = self.process.wait(timeout)
+        self._reader.join(timeout)  # every line the process wrote is in log_text()
+        return code
 
 
 def serve_once(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
