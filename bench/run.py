@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark sandbox-ssh against OpenSSH's sshd in the same container and raw `docker exec`.
 
-    python bench/run.py [--quick] [--json PATH]
+    python bench/run.py [--quick] [--json PATH] [--only WORKLOAD ...]
 
 One run sets up its sandboxes (dockerd and the image are prepared as the tests
 do), then runs each workload against three targets:
@@ -624,6 +624,18 @@ def machine() -> dict[str, object]:
     }
 
 
+WORKLOADS = (
+    "throughput",
+    "sftp",
+    "forward",
+    "latency",
+    "echo",
+    "concurrency",
+    "storm",
+    "workers",
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -632,6 +644,12 @@ def main() -> None:
         "--quick", action="store_true", help="every workload at reduced size (< 3 min)"
     )
     parser.add_argument("--json", type=Path, help="write the results as JSON")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=WORKLOADS,
+        help="run only this workload (repeatable); default: all",
+    )
     args = parser.parse_args()
     ensure_commands("ssh", "sftp", "ssh-keygen", "socat")
     ensure_dockerd()
@@ -646,18 +664,27 @@ def main() -> None:
             print(
                 f"sandbox-ssh benchmark ({'quick' if args.quick else 'full'}): {info}", flush=True
             )
-            workload_throughput(bench, targets, size, repeats)
-            workload_sftp(bench, targets, size, repeats)
-            workload_forward(bench, targets, size, repeats)
-            workload_latency(bench, targets, 30)
-            workload_echo(bench, targets, 50 if args.quick else 200)
-            workload_concurrency(bench, targets, 50 if args.quick else 200)
-            workload_storm(bench, targets, 50)
-            workload_workers(bench, size // 2)
+            chosen = args.only or WORKLOADS
+            runs: dict[str, Callable[[], None]] = {
+                "throughput": lambda: workload_throughput(bench, targets, size, repeats),
+                "sftp": lambda: workload_sftp(bench, targets, size, repeats),
+                "forward": lambda: workload_forward(bench, targets, size, repeats),
+                "latency": lambda: workload_latency(bench, targets, 30),
+                "echo": lambda: workload_echo(bench, targets, 50 if args.quick else 200),
+                "concurrency": lambda: workload_concurrency(
+                    bench, targets, 50 if args.quick else 200
+                ),
+                "storm": lambda: workload_storm(bench, targets, 50),
+                "workers": lambda: workload_workers(bench, size // 2),
+            }
+            for name in WORKLOADS:
+                if name in chosen:
+                    runs[name]()
         finally:
             bench.cleanup()
         print_table(bench)
         if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(
                 json.dumps(
                     {
