@@ -7,6 +7,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -688,3 +689,46 @@ def test_banned_address_cannot_log_in_before_the_refusal_is_sent(
     assert banned.returncode == 255
     assert banned.stdout == b""
     assert b"banned after repeated authentication failures" in banned.stderr
+
+
+def test_no_ignore_packet_before_each_packet_unless_cbc_is_offered(
+    tmp_path: Path,
+    containers: Containers,
+    loop_thread: LoopThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: asyncssh put an empty IGNORE before every packet, a CBC-only
+    defence that doubled the packets encrypted and written per keystroke echo."""
+    from asyncssh.connection import SSHConnection
+    from asyncssh.constants import MSG_IGNORE
+
+    ignored: list[int] = []
+    original = SSHConnection._packet_handlers[MSG_IGNORE]
+
+    def counting(conn: Any, pkttype: int, pktid: int, packet: Any) -> Any:
+        ignored.append(pktid)
+        return original(conn, pkttype, pktid, packet)
+
+    monkeypatch.setitem(SSHConnection._packet_handlers, MSG_IGNORE, counting)
+    sandbox = containers.start()
+    assert sandbox.session_id
+
+    async def count_ignores(gateway: CliGateway, cipher: str) -> int:
+        ignored.clear()
+        async with asyncssh.connect(
+            gateway.host,
+            gateway.port,
+            username=sandbox.session_id,
+            known_hosts=None,
+            client_keys=None,
+            encryption_algs=[cipher],
+        ) as conn:
+            result = await conn.run("seq 1 2000; echo done", check=True)
+            assert isinstance(result.stdout, str) and result.stdout.endswith("2000\ndone\n")
+        return len(ignored)
+
+    with serving(tmp_path / "modern") as (modern, _):
+        assert loop_thread.run(count_ignores(modern, "chacha20-poly1305@openssh.com")) == 0
+    with serving(tmp_path / "cbc", "--ciphers", "aes128-ctr,aes128-cbc") as (legacy, _):
+        assert loop_thread.run(count_ignores(legacy, "aes128-ctr")) == 0
+        assert loop_thread.run(count_ignores(legacy, "aes128-cbc")) > 0

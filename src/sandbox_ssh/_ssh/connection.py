@@ -29,6 +29,7 @@ from ..tracking import InMemoryConnectionTracker
 from . import forwarding
 from .auth import limit_auth_attempts, parse_authorized_keys
 from .limits import SourceGuard
+from .packets import skip_cbc_ignore_padding
 from .session import SSHChannelAdapter
 from .traffic import TrafficCounter
 
@@ -101,6 +102,7 @@ class GatewayConnection(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        skip_cbc_ignore_padding(conn)
         self._peer = _address(conn.get_extra_info("peername"))
         self._local = _address(conn.get_extra_info("sockname"))
         self._audit.context["remote"] = f"{self._peer[0]}:{self._peer[1]}"
