@@ -352,6 +352,70 @@ def workload_throughput(bench: Bench, targets: list[Target], size: int, repeats:
         bench.record(f"upload MB/s ({label})", "MB/s", figures, "higher")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RUNTIME_PROCESSES = ("dockerd", "containerd", "containerd-shim", "runc")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time spent by the whole machine, every core, outside idle and iowait."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def process_seconds(match: Callable[[int, str], bool]) -> dict[int, float]:
+    """CPU time of matching processes (with their reaped children), by PID."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if match(int(entry.name), name):
+            times = stat[stat.rindex(")") + 2 :].split()[11:15]
+            found[int(entry.name)] = sum(int(t) for t in times) / CLOCK_TICKS
+    return found
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
+
+
+def workload_cpu(bench: Bench, targets: list[Target], size: int) -> None:
+    """Where a download's CPU goes: the whole machine, the gateway, the container runtime."""
+    gateway_pids = {bench.gateway_process.pid} if bench.gateway_process else set()
+
+    def in_gateway(pid: int, _name: str) -> bool:
+        return pid in gateway_pids
+
+    def in_runtime(_pid: int, name: str) -> bool:
+        return name.startswith(RUNTIME_PROCESSES)
+
+    machine: dict[str, float | None] = {}
+    gateway: dict[str, float | None] = {}
+    runtime: dict[str, float | None] = {}
+    gigabytes = size / (1024 * MB)
+    for target in targets:
+        argv = target.argv(f"head -c {size} /dev/zero")
+        busy, own, docker_daemons = (
+            machine_busy_seconds(),
+            process_seconds(in_gateway),
+            process_seconds(in_runtime),
+        )
+        timed(argv)
+        machine[target.name] = (machine_busy_seconds() - busy) / gigabytes
+        if target.name == "gateway":
+            gateway[target.name] = cpu_used(own, process_seconds(in_gateway)) / gigabytes
+        if target.name != "sshd":  # sshd's bytes never pass through the runtime
+            runtime[target.name] = cpu_used(docker_daemons, process_seconds(in_runtime)) / gigabytes
+    bench.record("download CPU s/GB, whole machine", "s/GB", machine, "lower")
+    bench.record("download CPU s/GB, gateway process", "s/GB", gateway, "lower")
+    bench.record("download CPU s/GB, dockerd+containerd", "s/GB", runtime, "lower")
+
+
 def workload_sftp(bench: Bench, targets: list[Target], size: int, repeats: int) -> None:
     local = bench.workdir / "sftp-put.bin"
     with local.open("wb") as handle:
@@ -626,6 +690,7 @@ def machine() -> dict[str, object]:
 
 WORKLOADS = (
     "throughput",
+    "cpu",
     "sftp",
     "forward",
     "latency",
@@ -667,6 +732,7 @@ def main() -> None:
             chosen = args.only or WORKLOADS
             runs: dict[str, Callable[[], None]] = {
                 "throughput": lambda: workload_throughput(bench, targets, size, repeats),
+                "cpu": lambda: workload_cpu(bench, targets, size),
                 "sftp": lambda: workload_sftp(bench, targets, size, repeats),
                 "forward": lambda: workload_forward(bench, targets, size, repeats),
                 "latency": lambda: workload_latency(bench, targets, 30),
