@@ -41,7 +41,7 @@ class DockerHarness:
         return self.containers.start(session_id, running=running).id
 
     def create_unlabelled(self, name: str) -> str:
-        return self.containers.start(labels={}, name=name).id
+        return self.containers.start(labelled=False, name=name).id
 
     def processes(self, sandbox_id: str) -> list[str]:
         out = docker("exec", sandbox_id, "ps", "-eo", "stat=,args=")

@@ -37,7 +37,6 @@ def rss(pid: int) -> int:
 class Target:
     def __init__(self, gateway: CliGateway, ssh: SSHClient, sandbox: Container, loop: LoopThread):
         self.gateway, self.ssh, self.sandbox, self.loop = gateway, ssh, sandbox, loop
-        assert sandbox.session_id
         self.session_id = sandbox.session_id
 
     def still_serves(self) -> None:

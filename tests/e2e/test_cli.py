@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ..support.containers import Containers
+from ..support.containers import Containers, new_session_id
 from ..support.gateway import CliGateway, serve_once
 from ..support.netclient import free_port
 from ..support.ssh import SSHClient
@@ -37,7 +37,6 @@ def test_serve_runs_commands_and_logs_each_connection(
 ) -> None:
     with serving(tmp_path) as (gateway, ssh):
         sandbox = containers.start()
-        assert sandbox.session_id
         result = ssh.run(sandbox.session_id, "echo via-cli")
         assert result.stdout == b"via-cli\n"
         ssh.run("missing-session", "true")
@@ -95,7 +94,6 @@ def test_no_auto_start_refuses_a_stopped_sandbox(
 ) -> None:
     with serving(tmp_path, "--no-auto-start") as (_gateway, ssh):
         sandbox = containers.start(running=False)
-        assert sandbox.session_id
         result = ssh.run(sandbox.session_id, "true")
         assert result.returncode == 255
         assert b"the sandbox is stopped" in result.stderr
@@ -104,10 +102,10 @@ def test_no_auto_start_refuses_a_stopped_sandbox(
 
 def test_custom_session_label(tmp_path: Path, containers: Containers, client_tools: None) -> None:
     with serving(tmp_path, "--session-label", "example.com/sandbox") as (_gateway, ssh):
-        sandbox = containers.start(labels={"example.com/sandbox": "custom-label-session"})
-        result = ssh.run("custom-label-session", "echo found")
+        session_id = new_session_id()
+        containers.start(labelled=False, labels={"example.com/sandbox": session_id})
+        result = ssh.run(session_id, "echo found")
         assert result.stdout == b"found\n", result.stderr
-        assert sandbox.id
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
@@ -116,7 +114,6 @@ def test_stop_signal_ends_live_sessions_and_exits_cleanly(
 ) -> None:
     with serving(tmp_path) as (gateway, ssh):
         sandbox = containers.start()
-        assert sandbox.session_id
         client = ssh.popen(
             sandbox.session_id,
             "echo up; sleep 1007",
@@ -146,7 +143,6 @@ def test_host_key_is_created_private_and_reused(
     with serving(tmp_path) as (_again, ssh):
         assert key.read_bytes() == first
         sandbox = containers.start()
-        assert sandbox.session_id
         # The client trusts only the key written on first start.
         assert ssh.run(sandbox.session_id, "true").returncode == 0
 
@@ -183,7 +179,6 @@ def test_no_forwarding_flag_prohibits_forwarding(
 ) -> None:
     with serving(tmp_path, "--no-forwarding") as (_gateway, ssh):
         sandbox = containers.start()
-        assert sandbox.session_id
         result = ssh.run(sandbox.session_id, options=["-W", "127.0.0.1:22"])
         assert result.returncode == 255
         assert b"administratively prohibited" in result.stderr
@@ -197,7 +192,6 @@ def test_disable_one_forwarding_kind(
 ) -> None:
     with serving(tmp_path, "--disable-forwarding", "remote") as (_gateway, ssh):
         sandbox = containers.start()
-        assert sandbox.session_id
         remote = ssh.run(sandbox.session_id, "echo ran", options=["-R", "0:127.0.0.1:9"])
         assert b"remote port forwarding failed" in remote.stderr
         local = ssh.run(sandbox.session_id, options=["-W", "127.0.0.1:1"])
@@ -223,7 +217,6 @@ def test_remote_docker_host_says_why_forwarding_is_unavailable(
             log = gateway.wait_for_log(lambda text: "forwarding is unavailable" in text)
             assert "forwarding needs the gateway on the Docker host" in log
             sandbox = containers.start()
-            assert sandbox.session_id
             assert ssh.run(sandbox.session_id, "echo works").stdout == b"works\n"
             refused = ssh.run(sandbox.session_id, options=["-v", "-W", "127.0.0.1:22"])
             assert b"administratively prohibited" in refused.stderr
@@ -240,7 +233,6 @@ def test_idle_stop_accept_env_and_user_fallback_flags(
         tmp_path, "--idle-stop", "1s", "--accept-env", "LANG", "--user-fallback", "root"
     ) as (gateway, ssh):
         sandbox = containers.start()
-        assert sandbox.session_id
         result = ssh.run(
             sandbox.session_id,
             'echo "$LANG|${FOO-unset}"',
@@ -262,7 +254,6 @@ def test_workers_share_the_port_and_stop_together(
     with serving(tmp_path, "--workers", "2") as (gateway, ssh):
         gateway.wait_for_log(lambda text: text.count("listening on") == 2)
         sandbox = containers.start()
-        assert sandbox.session_id
         for index in range(6):
             assert ssh.run(sandbox.session_id, f"echo {index}").stdout == f"{index}\n".encode()
         workers = re.search(r"started 2 workers: (\d+) (\d+)", gateway.log_text())

@@ -20,7 +20,6 @@ def test_fetched_env_first_then_client_env_overrides(
     fetched = {"ONLY_FETCHED": "from-platform", "BOTH": "from-platform"}
     gw = gateway_factory(env_var_fetcher=StaticEnv(fetched))
     sandbox = containers.start()
-    assert sandbox.session_id
     result = gw.client.run(
         sandbox.session_id,
         'printf "%s|%s|%s\\n" "$ONLY_FETCHED" "$BOTH" "$ONLY_CLIENT"',
@@ -32,7 +31,6 @@ def test_fetched_env_first_then_client_env_overrides(
 def test_sshd_variables_are_set(gateway_factory: GatewayFactory, containers: Containers) -> None:
     gw = gateway_factory()
     sandbox = containers.start()
-    assert sandbox.session_id
     result = gw.client.run(
         sandbox.session_id,
         "for v in HOME USER LOGNAME SHELL PATH SSH_CONNECTION SSH_CLIENT; do "
@@ -55,7 +53,6 @@ def test_client_cannot_override_identity_variables(
 ) -> None:
     gw = gateway_factory()
     sandbox = containers.start()
-    assert sandbox.session_id
     result = gw.client.run(
         sandbox.session_id, 'echo "$HOME $USER"', options=["-o", "SetEnv=HOME=/tmp USER=evil"]
     )
@@ -67,7 +64,6 @@ def test_runs_as_the_containers_configured_user(
 ) -> None:
     gw = gateway_factory()
     sandbox = containers.start(user="dev")
-    assert sandbox.session_id
     result = gw.client.run(
         sandbox.session_id, 'id -un; id -u; id -g; echo "$HOME"; pwd; echo "$SHELL"'
     )
@@ -88,7 +84,6 @@ def test_numeric_configured_user_resolves_to_its_name(
 ) -> None:
     gw = gateway_factory()
     sandbox = containers.start(user="1000:1000")
-    assert sandbox.session_id
     result = gw.client.run(sandbox.session_id, 'echo "$USER $HOME"; id -u')
     assert result.stdout == b"dev /home/dev\n1000\n"
 
@@ -108,7 +103,6 @@ def test_user_info_fetcher_decides_the_user(
 ) -> None:
     gw = gateway_factory(user_info_fetcher=FixedUser("dev", 1000, 1000))
     sandbox = containers.start()  # configured user is root; the fetcher wins
-    assert sandbox.session_id
     result = gw.client.run(sandbox.session_id, 'id -u; echo "$HOME"')
     assert result.stdout == b"1000\n/home/dev\n"
 
@@ -118,7 +112,6 @@ def test_no_user_info_fetcher_runs_as_root(
 ) -> None:
     gw = gateway_factory(user_info_fetcher=None)
     sandbox = containers.start(user="dev")
-    assert sandbox.session_id
     result = gw.client.run(sandbox.session_id, "id -u")
     assert result.stdout == b"0\n"
 
@@ -128,7 +121,6 @@ def test_uid_without_passwd_entry_gets_root_dir_as_home(
 ) -> None:
     gw = gateway_factory(user_info_fetcher=FixedUser("ghost", 4242, 4242))
     sandbox = containers.start()
-    assert sandbox.session_id
     result = gw.client.run(sandbox.session_id, 'pwd; echo "$USER $HOME"; id -u')
     assert result.stdout == b"/\nghost /\n4242\n"
 
@@ -138,7 +130,6 @@ def test_missing_home_falls_back_to_root_dir_with_a_notice(
 ) -> None:
     gw = gateway_factory(user_info_fetcher=FixedUser("gone", 1001, 1001))
     sandbox = containers.start()
-    assert sandbox.session_id
     sandbox.exec("sh", "-c", "echo 'gone:x:1001:1001::/home/gone:/bin/sh' >>/etc/passwd")
     result = gw.client.run(sandbox.session_id, 'pwd; echo "$HOME $SHELL"')
     assert result.stdout == b"/\n/home/gone /bin/sh\n"

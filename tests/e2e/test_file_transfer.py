@@ -71,7 +71,6 @@ def test_sftp_batch_operations_as_the_session_user(
     ssh: SSHClient, dev_sandbox: Container, payload: Path, tmp_path: Path
 ) -> None:
     session_id = dev_sandbox.session_id
-    assert session_id
     back = tmp_path / "back.bin"
     result = sftp_batch(
         ssh,
@@ -98,7 +97,6 @@ rm scratch.bin
 
 
 def test_sftp_keeps_odd_file_names(ssh: SSHClient, dev_sandbox: Container, payload: Path) -> None:
-    assert dev_sandbox.session_id
     result = sftp_batch(ssh, dev_sandbox.session_id, f'put "{payload}"\n')
     assert result.returncode == 0, result.stderr
     assert remote_sha256(ssh, dev_sandbox.session_id, f"/home/dev/{ODD_NAME}") == sha256(payload)
@@ -109,7 +107,6 @@ def test_scp_both_directions(
     ssh: SSHClient, dev_sandbox: Container, payload: Path, tmp_path: Path, legacy: bool
 ) -> None:
     session_id = dev_sandbox.session_id
-    assert session_id
     mode = ["-O"] if legacy else []
     target = f"{session_id}@{ssh.host}:"
     up = run(scp_argv(ssh, *mode, str(payload), target + "copied.bin"))
@@ -128,7 +125,6 @@ def test_scp_many_small_files_recursively(
     ssh: SSHClient, dev_sandbox: Container, tmp_path: Path
 ) -> None:
     session_id = dev_sandbox.session_id
-    assert session_id
     tree = tmp_path / "tree"
     for index in range(300):
         sub = tree / f"d{index % 10}"
@@ -145,7 +141,6 @@ def test_rsync_full_then_incremental(
     ssh: SSHClient, dev_sandbox: Container, tmp_path: Path
 ) -> None:
     session_id = dev_sandbox.session_id
-    assert session_id
     tree = tmp_path / "project"
     for index in range(50):
         (tree / f"pkg{index % 5}").mkdir(parents=True, exist_ok=True)
@@ -169,7 +164,6 @@ def test_rsync_full_then_incremental(
 
 def test_200mb_file_both_directions(ssh: SSHClient, sandbox: Container, tmp_path: Path) -> None:
     session_id = sandbox.session_id
-    assert session_id
     big = tmp_path / "big.bin"
     with big.open("wb") as handle:
         for _ in range(200):
@@ -186,7 +180,6 @@ def test_sandbox_without_sftp_server_refuses_with_a_reason(
     ssh: SSHClient, containers: Containers, tmp_path: Path
 ) -> None:
     sandbox = containers.start()
-    assert sandbox.session_id
     sandbox.exec("rm", "-f", "/usr/lib/openssh/sftp-server")
     result = sftp_batch(ssh, sandbox.session_id, "ls\n")
     assert result.returncode != 0
@@ -202,7 +195,6 @@ def test_configured_sftp_server_path(
 ) -> None:
     gw: Gateway = gateway_factory(sftp_server_path="/opt/tools/sftp-server")
     sandbox = containers.start()
-    assert sandbox.session_id
     sandbox.exec("sh", "-c", "mkdir -p /opt/tools && mv /usr/lib/openssh/sftp-server /opt/tools/")
     result = sftp_batch(gw.client, sandbox.session_id, "pwd\n")
     assert result.returncode == 0, result.stderr
@@ -213,7 +205,6 @@ def test_transfers_never_use_the_archive_api(
     ssh: SSHClient, sandbox: Container, payload: Path, tmp_path: Path
 ) -> None:
     session_id = sandbox.session_id
-    assert session_id
     since = str(int(time.time()) - 1)
     assert (
         sftp_batch(

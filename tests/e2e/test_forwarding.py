@@ -42,7 +42,6 @@ class StandIn:
 def start_standin(ssh: SSHClient, sandbox: Container, *args: str) -> StandIn:
     install_standin(sandbox)
     token = os.urandom(8).hex()
-    assert sandbox.session_id
     command = (
         f"nohup python3 {STANDIN_PATH} --token {token} {' '.join(args)} "
         "> /tmp/standin.out 2>&1 & "
@@ -95,7 +94,6 @@ class LocalForward:
 def local_forward(
     ssh: SSHClient, sandbox: Container, standin: StandIn, tmp_path: Path
 ) -> Iterator[LocalForward]:
-    assert sandbox.session_id
     forward = LocalForward(
         ssh, sandbox.session_id, f"{free_port()}:127.0.0.1:{standin.where}", tmp_path
     )
@@ -156,7 +154,6 @@ def test_100mb_through_one_forward_each_way(local_forward: LocalForward) -> None
 def test_stdio_forward_reaches_the_sandbox_loopback(
     ssh: SSHClient, sandbox: Container, standin: StandIn, host: str
 ) -> None:
-    assert sandbox.session_id
     result = ssh.run(
         sandbox.session_id, options=["-W", f"{host}:{standin.where}"], input=b"echo\nvia -W\n"
     )
@@ -165,7 +162,6 @@ def test_stdio_forward_reaches_the_sandbox_loopback(
 
 
 def test_gateway_host_loopback_is_unreachable(ssh: SSHClient, sandbox: Container) -> None:
-    assert sandbox.session_id
     accepted: list[bool] = []
     with socket.socket() as host_service:
         host_service.bind(("127.0.0.1", 0))
@@ -187,7 +183,6 @@ def test_forwarding_needs_no_socat_or_nc_in_the_image(
     ssh: SSHClient, containers: Containers
 ) -> None:
     sandbox = containers.start()
-    assert sandbox.session_id
     sandbox.exec("sh", "-c", "rm -f /usr/bin/socat /usr/bin/nc /bin/nc /usr/bin/ncat")
     assert ssh.run(sandbox.session_id, "command -v socat nc").stdout == b""
     standin = start_standin(ssh, sandbox)
@@ -199,7 +194,6 @@ def test_forwarding_needs_no_socat_or_nc_in_the_image(
 
 def test_unix_socket_forward(ssh: SSHClient, containers: Containers, tmp_path: Path) -> None:
     sandbox = containers.start(user="dev")
-    assert sandbox.session_id
     standin = start_standin(ssh, sandbox, "--unix", "/home/dev/ide.sock")
     port = free_port()
     forward = LocalForward(ssh, sandbox.session_id, f"127.0.0.1:{port}:{standin.where}", tmp_path)
@@ -234,7 +228,6 @@ def test_unix_socket_respects_the_sandbox_users_permissions(
     ssh: SSHClient, containers: Containers, tmp_path: Path
 ) -> None:
     sandbox = containers.start(user="dev")
-    assert sandbox.session_id
     sandbox.exec(
         "sh",
         "-c",
@@ -259,7 +252,6 @@ def test_symlink_cannot_reach_the_gateway_hosts_docker_socket(
     ssh: SSHClient, sandbox: Container, tmp_path: Path
 ) -> None:
     """Regression: a link planted in the sandbox is resolved in the sandbox, not on the host."""
-    assert sandbox.session_id
     assert Path("/var/run/docker.sock").is_socket()
     sandbox.exec(
         "sh",
@@ -281,7 +273,6 @@ def test_symlink_cannot_reach_the_gateway_hosts_docker_socket(
 
 
 def test_remote_forward_listens_inside_the_sandbox(ssh: SSHClient, sandbox: Container) -> None:
-    assert sandbox.session_id
     with one_shot_server(b"from the client side\n") as local_port:
         remote_port = free_port()
         probe = (
@@ -297,7 +288,6 @@ def test_remote_forward_listens_inside_the_sandbox(ssh: SSHClient, sandbox: Cont
 def test_remote_forward_port_zero_is_allocated_and_reported(
     ssh: SSHClient, sandbox: Container
 ) -> None:
-    assert sandbox.session_id
     with one_shot_server(b"dynamic\n") as local_port:
         process = ssh.popen(
             sandbox.session_id,
@@ -326,7 +316,6 @@ def test_remote_forward_port_zero_is_allocated_and_reported(
 
 
 def test_cancel_remote_forward(ssh: SSHClient, sandbox: Container, tmp_path: Path) -> None:
-    assert sandbox.session_id
     control = ["-o", f"ControlPath={tmp_path / 'ctl'}"]
     port = free_port()
     up = ssh.run(
@@ -349,7 +338,6 @@ def test_cancel_remote_forward(ssh: SSHClient, sandbox: Container, tmp_path: Pat
 
 def test_remote_unix_socket_forward(ssh: SSHClient, containers: Containers) -> None:
     sandbox = containers.start(user="dev")
-    assert sandbox.session_id
     with one_shot_server(b"via socket\n") as local_port:
         probe = (
             "stat -c %U /home/dev/agent.sock; "
@@ -374,7 +362,6 @@ def test_disabled_forwarding_is_administratively_prohibited(
 ) -> None:
     gw = gateway_factory(disabled_forwarding=disabled)
     sandbox = containers.start()
-    assert sandbox.session_id
     result = gw.client.run(sandbox.session_id, options=["-v", "-W", "127.0.0.1:22"], timeout=30)
     assert result.returncode == 255
     assert b"administratively prohibited" in result.stderr

@@ -43,7 +43,6 @@ def test_fifty_simultaneous_connections_to_a_stopped_sandbox_start_it_once(
     gw = gateway_factory()
     sandbox = containers.start(running=False)
     session_id = sandbox.session_id
-    assert session_id
     since = time.time() - 0.5
     with concurrent.futures.ThreadPoolExecutor(50) as pool:
         results = list(pool.map(lambda i: gw.client.run(session_id, f"echo {i}"), range(50)))
@@ -72,7 +71,6 @@ def test_ensure_past_the_timeout_is_refused_with_a_reason(
     gw = gateway_factory(ensure_timeout=1.0)
     gw.gateway.server.set_sandbox_ensurer(SlowEnsurer(gw.provider, delay=30))
     sandbox = containers.start(running=False)
-    assert sandbox.session_id
     started = time.monotonic()
     result = gw.client.run(sandbox.session_id, "true")
     assert result.returncode == 255
@@ -91,7 +89,6 @@ def test_slow_ensure_tells_the_client_and_survives_a_leaving_client(
     gw.gateway.server.set_sandbox_ensurer(slow)
     sandbox = containers.start(running=False)
     session_id = sandbox.session_id
-    assert session_id
     since = time.time() - 0.5
     leaving = gw.client.popen(session_id, "true", stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert leaving.stderr is not None
@@ -119,7 +116,6 @@ def test_user_is_fetched_once_per_connection_and_used_by_every_channel(
     fetcher = CountingUser()
     gw = gateway_factory(user_info_fetcher=fetcher)
     sandbox = containers.start()
-    assert sandbox.session_id
     sandbox.exec("sh", "-c", "groupadd -g 2001 builders && usermod -aG builders dev")
     ssh = gw.client
     mux = ["-o", f"ControlPath={tmp_path / 'ctl'}"]
@@ -161,7 +157,6 @@ def test_failing_user_fetch_refuses_unless_fallback_is_asked_for(
     gateway_factory: GatewayFactory, containers: Containers, caplog: pytest.LogCaptureFixture
 ) -> None:
     sandbox = containers.start()
-    assert sandbox.session_id
     closed = gateway_factory(user_info_fetcher=FailingUser())
     refused = closed.client.run(sandbox.session_id, "id -u")
     assert refused.returncode == 255
@@ -195,7 +190,6 @@ def test_injected_values_arrive_exactly_and_never_reach_a_log(
     caplog.set_level(logging.DEBUG)
     gw = gateway_factory(env_var_fetcher=SpecialEnv())
     sandbox = containers.start()
-    assert sandbox.session_id
     for name, value in SPECIAL_VALUES.items():
         result = gw.client.run(sandbox.session_id, f"printenv {name}")
         assert result.stdout == value.encode() + b"\n", name
@@ -212,7 +206,6 @@ def test_accept_env_filters_client_variables_silently(
 ) -> None:
     gw = gateway_factory(accept_env=("LANG", "LC_*"))
     sandbox = containers.start()
-    assert sandbox.session_id
     result = gw.client.run(
         sandbox.session_id,
         'echo "$LANG|$LC_TIME|${LD_PRELOAD-unset}|${EVIL-unset}"',
@@ -229,7 +222,6 @@ def test_sftp_only_and_forwarding_only_connections_count_as_active(
     gw = gateway_factory(connection_tracker=tracker)
     sandbox = containers.start()
     session_id = sandbox.session_id
-    assert session_id
     sftp = subprocess.Popen(
         ["sftp", *gw.client.options, "-P", str(gw.client.port), f"{session_id}@{gw.client.host}"],
         stdin=subprocess.PIPE,
@@ -259,14 +251,13 @@ def test_idle_stop_stops_the_sandbox_and_the_next_connection_restarts_it(
     stopper = IdleStopper(provider, idle_after=1.0)
     gw = gateway_factory(connection_tracker=stopper)
     sandbox = containers.start()
-    assert sandbox.session_id
     assert gw.client.run(sandbox.session_id, "true").returncode == 0
     # Coming back inside the window cancels the stop.
     holding = gw.client.popen(
         sandbox.session_id, "sleep 600", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        wait_until(lambda: stopper.live_connections(sandbox.session_id or "") == 1)
+        wait_until(lambda: stopper.live_connections(sandbox.session_id) == 1)
         time.sleep(2.0)  # twice the idle window passes with a connection open...
         assert sandbox.state()["Running"] is True  # ...and nothing stops the sandbox
     finally:

@@ -22,7 +22,6 @@ def spawn_terminal(
 
 
 def test_terminal_size_resize_ctrl_c_and_exit_status(ssh: SSHClient, sandbox: Container) -> None:
-    assert sandbox.session_id
     child = spawn_terminal(ssh, sandbox.session_id)
     child.sendline("stty size; echo term=$TERM tty=$SSH_TTY")
     child.expect(r"40 120\r\n")
@@ -50,7 +49,6 @@ def test_terminal_size_resize_ctrl_c_and_exit_status(ssh: SSHClient, sandbox: Co
 
 
 def test_line_editing_and_ctrl_p_reach_the_shell(ssh: SSHClient, sandbox: Container) -> None:
-    assert sandbox.session_id
     child = spawn_terminal(ssh, sandbox.session_id)
     child.sendline("echo first-$((20+1))")
     child.expect(r"first-21\r\n")
@@ -71,7 +69,6 @@ def test_line_editing_and_ctrl_p_reach_the_shell(ssh: SSHClient, sandbox: Contai
 
 
 def test_pty_exec_runs_the_command_on_a_terminal(ssh: SSHClient, sandbox: Container) -> None:
-    assert sandbox.session_id
     result = ssh.run(sandbox.session_id, "test -t 0 && test -t 1 && echo tty", options=["-tt"])
     assert result.stdout == b"tty\r\n"
     assert result.returncode == 0

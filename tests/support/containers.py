@@ -26,7 +26,7 @@ def new_session_id(prefix: str = "t") -> str:
 @dataclass
 class Container:
     id: str
-    session_id: str | None
+    session_id: str  # the session label's value, or the name tried on an unlabelled one
 
     def exec(self, *argv: str, user: str = "0:0", check: bool = True) -> str:
         return docker("exec", "-u", user, self.id, *argv, check=check)
@@ -60,6 +60,7 @@ class Containers:
         self,
         session_id: str | None = None,
         *,
+        labelled: bool = True,
         labels: dict[str, str] | None = None,
         name: str | None = None,
         user: str | None = None,
@@ -67,8 +68,7 @@ class Containers:
         extra: Sequence[str] = (),
         command: Sequence[str] = ("sleep", "infinity"),
     ) -> Container:
-        if session_id is None and labels is None:
-            session_id = new_session_id()
+        session_id = session_id or new_session_id()
         args = [
             "create",
             "--init",
@@ -77,7 +77,7 @@ class Containers:
             "--label",
             f"{TEST_LABEL}={self.run_label}",
         ]
-        if session_id is not None:
+        if labelled:
             args += ["--label", f"{SESSION_LABEL}={session_id}"]
         for key, value in (labels or {}).items():
             args += ["--label", f"{key}={value}"]

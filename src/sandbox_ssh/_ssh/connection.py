@@ -112,8 +112,6 @@ class GatewayConnection(asyncssh.SSHServer):
         refusal = self._state.sources.admit(self._peer[0])
         if refusal is not None:
             log.warning("refusing %s:%d: %s", *self._peer, refusal)
-            self._outcome = f"refused: {refusal}"
-            self._audit.record("connection.refused", reason=refusal)
             self._refuse_early(conn, refusal)
             return
         if self._state.unauthenticated >= self._state.max_startups:
@@ -123,7 +121,6 @@ class GatewayConnection(asyncssh.SSHServer):
                 *self._peer,
                 self._state.unauthenticated,
             )
-            self._outcome = "refused: too many unauthenticated connections"
             self._refuse_early(conn, "too many connections are authenticating; try again later")
             return
         self._state.unauthenticated += 1
@@ -140,6 +137,8 @@ class GatewayConnection(asyncssh.SSHServer):
         begin_auth refuses too: the delay only affects how the reason is delivered.
         """
         self._refusal = reason
+        self._outcome = f"refused: {reason}"
+        self._audit.record("connection.refused", reason=reason)
         asyncio.get_running_loop().call_later(
             _EARLY_REFUSAL_DELAY, conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, reason
         )

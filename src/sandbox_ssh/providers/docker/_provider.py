@@ -103,7 +103,7 @@ class DockerProvider:
         self._hangup_grace = hangup_grace
         self._client: aiodocker.Docker | None = None
         self._connector: aiohttp.BaseConnector | None = None
-        self._user_cache: _Expiring[tuple[str, str], UserInfo] = _Expiring(_USER_CACHE_SECONDS)
+        self._user_cache: _Expiring[str, UserInfo] = _Expiring(_USER_CACHE_SECONDS)
         self._gid_cache: _Expiring[tuple[str, int], int | None] = _Expiring(_USER_CACHE_SECONDS)
         self._in_flight: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._network = DockerNetwork(
@@ -225,14 +225,17 @@ class DockerProvider:
 
     async def _user_info(self, session_id: str) -> UserInfo:
         sandbox = await self._require(session_id)
-        info = await self.docker.containers.container(sandbox.id).show()
+        # A container's configured User is fixed when it is created: one answer per container.
+        return await self._user_cache.get_or_compute(
+            sandbox.id, lambda: self._configured_user(sandbox.id, session_id)
+        )
+
+    async def _configured_user(self, container_id: str, session_id: str) -> UserInfo:
+        info = await self.docker.containers.container(container_id).show()
         configured = (info.get("Config") or {}).get("User") or ""
         if not configured:
             return UserInfo(username="root", uid=0, gid=0)
-        return await self._user_cache.get_or_compute(
-            (sandbox.id, configured),
-            lambda: self._resolve_user(sandbox.id, configured, session_id),
-        )
+        return await self._resolve_user(container_id, configured, session_id)
 
     async def _resolve_user(self, container_id: str, configured: str, session_id: str) -> UserInfo:
         argv = ["/bin/sh", "-c", _WHOAMI_SCRIPT]
