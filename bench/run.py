@@ -4,9 +4,12 @@
     python bench/run.py [--quick] [--json PATH] [--only WORKLOAD ...]
 
 One run sets up its sandboxes (dockerd and the image are prepared as the tests
-do), then runs each workload against three targets:
+do), then runs each workload against four targets:
 
-* gateway: `sandbox-ssh serve` with the Docker provider;
+* runtime: `sandbox-ssh serve --exec-path runtime` (processes started by the
+  container's OCI runtime, bytes straight to the gateway);
+* api: `sandbox-ssh serve --exec-path api` (Docker's exec API), on the same
+  sandbox;
 * sshd: OpenSSH's sshd inside a container of the same image, reached through
   that container's own network namespace (ProxyCommand nsenter ... socat), so
   no private-range address is used;
@@ -19,6 +22,7 @@ the same kind of socat ProxyCommand hop, so the comparison is like for like.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -44,6 +48,8 @@ from tests.support.netclient import free_port  # noqa: E402
 from tests.support.system import ensure_commands, ensure_dockerd, ensure_sandbox_image  # noqa: E402
 
 LABEL = "sandbox-ssh.bench"
+# The gateway's two exec paths, each its own `serve` on the same sandbox.
+GATEWAY_PATHS = ("runtime", "api")
 MB = 1024 * 1024
 CHACHA = "chacha20-poly1305@openssh.com"
 AES = "aes128-gcm@openssh.com"
@@ -122,6 +128,7 @@ class Bench:
     workdir: Path
     gateway_workers: int = 1
     results: dict[str, dict[str, object]] = field(default_factory=dict)
+    gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = field(default_factory=dict)
     containers: list[str] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -143,7 +150,9 @@ class Bench:
         self.containers.append(container)
         return container
 
-    def start_gateway(self, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
+    def start_gateway(
+        self, workers: int = 1, exec_path: str = "runtime"
+    ) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         log = open(self.workdir / f"gateway-{port}.log", "wb")  # noqa: SIM115
         argv = [
@@ -165,6 +174,8 @@ class Bench:
             "1000",
             "--max-connections-per-minute",
             "100000",
+            "--exec-path",
+            exec_path,
         ]
         if workers > 1:
             argv += ["--workers", str(workers)]
@@ -201,17 +212,15 @@ class Bench:
 
     def targets(self) -> list[Target]:
         key = self.client_key()
-        gateway_process, gateway_port = self.start_gateway(self.gateway_workers)
+        self.gateways = {
+            path: self.start_gateway(self.gateway_workers, path) for path in GATEWAY_PATHS
+        }
         session_id = f"bench-{uuid.uuid4().hex[:8]}"
         gateway_container = self.sandbox(session_id)
         sshd_container = self.sandbox(f"bench-sshd-{uuid.uuid4().hex[:8]}")
         sshd_pid = self.start_sshd(sshd_container, key)
         self.gateway_container, self.sshd_container = gateway_container, sshd_container
-        self.session_id, self.gateway_process, self.gateway_port = (
-            session_id,
-            gateway_process,
-            gateway_port,
-        )
+        self.session_id = session_id
         common = SSH_CLIENT
 
         def ssh_argv(proxy: str, user: str) -> Callable[..., list[str]]:
@@ -232,7 +241,6 @@ class Bench:
 
             return argv
 
-        gateway_proxy = f"socat - TCP:127.0.0.1:{gateway_port}"
         sshd_proxy = f"nsenter -t {sshd_pid} -n socat - TCP:127.0.0.1:22"
 
         def docker_argv(
@@ -267,9 +275,8 @@ class Bench:
                 f"{user}@sandbox",
             ]
 
-        def gateway_memory() -> int:
-            pids = [gateway_process.pid, *children(gateway_process.pid)]
-            return rss_kib(pids)
+        def gateway_memory(process: subprocess.Popen[bytes]) -> Callable[[], int]:
+            return lambda: rss_kib([process.pid, *children(process.pid)])
 
         def sshd_memory() -> int:
             out = docker(
@@ -281,13 +288,19 @@ class Bench:
             )
             return int(out or 0)
 
+        gateway_targets = []
+        for path, (process, port) in self.gateways.items():
+            proxy = f"socat - TCP:127.0.0.1:{port}"
+            gateway_targets.append(
+                Target(
+                    path,
+                    ssh_argv(proxy, session_id),
+                    sftp(proxy, session_id),
+                    gateway_memory(process),
+                )
+            )
         return [
-            Target(
-                "gateway",
-                ssh_argv(gateway_proxy, session_id),
-                sftp(gateway_proxy, session_id),
-                gateway_memory,
-            ),
+            *gateway_targets,
             Target("sshd", ssh_argv(sshd_proxy, "root"), sftp(sshd_proxy, "root"), sshd_memory),
             Target("docker", docker_argv),
         ]
@@ -307,18 +320,19 @@ class Bench:
     def record(
         self, workload: str, unit: str, figures: dict[str, float | None], better: str
     ) -> None:
-        gateway, sshd = figures.get("gateway"), figures.get("sshd")
-        ratio = (gateway / sshd) if gateway and sshd else None
-        self.results[workload] = {"unit": unit, "better": better, **figures, "gateway/sshd": ratio}
+        sshd = figures.get("sshd")
+        ratios = {
+            f"{path}/sshd": (figures[path] or 0) / sshd
+            for path in GATEWAY_PATHS
+            if figures.get(path) and sshd
+        }
+        self.results[workload] = {"unit": unit, "better": better, **figures, **ratios}
         shown = "  ".join(
-            f"{name}={value:.3f}" for name, value in figures.items() if value is not None
+            f"{name}={value:.3f}"
+            for name, value in {**figures, **ratios}.items()
+            if value is not None
         )
-        print(
-            f"  {workload:<34} {shown}  ratio={ratio:.2f}"
-            if ratio
-            else f"  {workload:<34} {shown}",
-            flush=True,
-        )
+        print(f"  {workload:<40} {shown}", flush=True)
 
 
 def timed(argv: Sequence[str], stdin: int | None = None, shell: str | None = None) -> float:
@@ -394,10 +408,9 @@ def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
 
 def workload_cpu(bench: Bench, targets: list[Target], size: int) -> None:
     """Where a download's CPU goes: the whole machine, the gateway, the container runtime."""
-    gateway_pids = {bench.gateway_process.pid} if bench.gateway_process else set()
-
-    def in_gateway(pid: int, _name: str) -> bool:
-        return pid in gateway_pids
+    gateway_pids = {
+        path: {process.pid, *children(process.pid)} for path, (process, _) in bench.gateways.items()
+    }
 
     def in_runtime(_pid: int, name: str) -> bool:
         return name.startswith(RUNTIME_PROCESSES)
@@ -408,6 +421,11 @@ def workload_cpu(bench: Bench, targets: list[Target], size: int) -> None:
     gigabytes = size / (1024 * MB)
     for target in targets:
         argv = target.argv(f"head -c {size} /dev/zero")
+        own_pids = gateway_pids.get(target.name, set())
+
+        def in_gateway(pid: int, _name: str, own_pids: set[int] = own_pids) -> bool:
+            return pid in own_pids
+
         busy, own, docker_daemons = (
             machine_busy_seconds(),
             process_seconds(in_gateway),
@@ -415,7 +433,7 @@ def workload_cpu(bench: Bench, targets: list[Target], size: int) -> None:
         )
         timed(argv)
         machine[target.name] = (machine_busy_seconds() - busy) / gigabytes
-        if target.name == "gateway":
+        if own_pids:
             gateway[target.name] = cpu_used(own, process_seconds(in_gateway)) / gigabytes
         if target.name != "sshd":  # sshd's bytes never pass through the runtime
             runtime[target.name] = cpu_used(docker_daemons, process_seconds(in_runtime)) / gigabytes
@@ -431,7 +449,9 @@ def workload_sftp(bench: Bench, targets: list[Target], size: int, repeats: int) 
     for target in targets:
         if target.sftp_argv is None:
             continue
-        container = bench.gateway_container if target.name == "gateway" else bench.sshd_container
+        container = (
+            bench.gateway_container if target.name in GATEWAY_PATHS else bench.sshd_container
+        )
         docker("exec", container, "sh", "-c", f"head -c {size} /dev/zero > /tmp/sftp-get.bin")
     for direction, commands in (
         ("get", f"get /tmp/sftp-get.bin {bench.workdir}/sftp-got.bin\n"),
@@ -457,7 +477,9 @@ def workload_forward(bench: Bench, targets: list[Target], size: int, repeats: in
     for target in targets:
         if target.sftp_argv is None:
             continue
-        container = bench.gateway_container if target.name == "gateway" else bench.sshd_container
+        container = (
+            bench.gateway_container if target.name in GATEWAY_PATHS else bench.sshd_container
+        )
         subprocess.Popen(
             [
                 "docker",
@@ -598,7 +620,7 @@ def workload_concurrency(bench: Bench, targets: list[Target], sessions: int) -> 
 
 
 def workload_storm(bench: Bench, targets: list[Target], connections: int) -> None:
-    gateway = next(t for t in targets if t.name == "gateway")
+    gateway = next(t for t in targets if t.name == "runtime")
     container = bench.gateway_container
 
     def storm() -> float:
@@ -625,16 +647,82 @@ def workload_storm(bench: Bench, targets: list[Target], connections: int) -> Non
     bench.record(
         f"storm: {connections} connects to a stopped sandbox s",
         "s",
-        {"gateway": stopped, "sandbox start": own_start, "same storm, sandbox running": running},
+        {"runtime": stopped, "sandbox start": own_start, "same storm, sandbox running": running},
         "lower",
     )
+
+
+async def _start_burst(
+    port: int, session: str, other: str, connections: int, per_connection: int
+) -> tuple[float, float, float]:
+    """(starts per second, a newcomer's `true` s, another sandbox's `true` s) during a burst."""
+    import asyncssh
+
+    async def connect(user: str) -> asyncssh.SSHClientConnection:
+        return await asyncssh.connect(
+            "127.0.0.1", port, username=user, known_hosts=None, client_keys=None
+        )
+
+    async def timed_true(user: str) -> float:
+        began = time.perf_counter()
+        async with await connect(user) as conn:
+            result = await conn.run("true")
+        if result.exit_status != 0:
+            raise RuntimeError(f"`true` failed during the burst: {result.stderr!r}")
+        return time.perf_counter() - began
+
+    async def until_up(process: asyncssh.SSHClientProcess[str]) -> None:
+        if await process.stdout.readline() != "up\n":
+            raise RuntimeError(f"a burst session did not start: {await process.stderr.read()}")
+
+    clients = []
+    for offset in range(0, connections, 50):
+        count = min(50, connections - offset)
+        clients += await asyncio.gather(*(connect(session) for _ in range(count)))
+    try:
+        began = time.perf_counter()
+        processes = await asyncio.gather(
+            *(
+                client.create_process("echo up; exec sleep 120")
+                for client in clients
+                for _ in range(per_connection)
+            )
+        )
+        # Every channel is open and its process queued: now somebody else arrives.
+        newcomer = asyncio.ensure_future(timed_true(session))
+        elsewhere = asyncio.ensure_future(timed_true(other))
+        await asyncio.gather(*(until_up(process) for process in processes))
+        elapsed = time.perf_counter() - began
+        return len(processes) / elapsed, await newcomer, await elsewhere
+    finally:
+        for client in clients:
+            client.close()
+        await asyncio.gather(*(client.wait_closed() for client in clients))
+
+
+def workload_starts(bench: Bench, connections: int, per_connection: int) -> None:
+    """Process starts: how many per second, and whether a burst makes others wait."""
+    other = f"bench-other-{uuid.uuid4().hex[:8]}"
+    bench.sandbox(other)
+    rates: dict[str, float | None] = {}
+    newcomer: dict[str, float | None] = {}
+    elsewhere: dict[str, float | None] = {}
+    for path, (_, port) in bench.gateways.items():
+        rates[path], newcomer[path], elsewhere[path] = asyncio.run(
+            _start_burst(port, bench.session_id, other, connections, per_connection)
+        )
+        docker("exec", bench.gateway_container, "pkill", "-f", "sleep 120")
+    sessions = connections * per_connection
+    bench.record(f"start rate, {sessions} sessions: starts/s", "1/s", rates, "higher")
+    bench.record(f"{sessions} starting: a new connection's `true` s", "s", newcomer, "lower")
+    bench.record(f"{sessions} starting: `true` in another sandbox s", "s", elsewhere, "lower")
 
 
 def workload_workers(bench: Bench, size: int) -> None:
     """Aggregate download throughput of 4 parallel clients with 1 and with 2 worker processes."""
     figures: dict[str, float | None] = {}
     for workers in (1, 2):
-        process, port = bench.start_gateway(workers)
+        process, port = bench.start_gateway(workers, "runtime")
         argv = [
             *SSH_CLIENT,
             "-p",
@@ -659,20 +747,18 @@ def cell(row: dict[str, object], name: str) -> str:
     return f"{value:.2f}" if isinstance(value, float) else "-"
 
 
+COLUMNS = ("runtime", "api", "sshd", "docker", "runtime/sshd", "api/sshd")
+
+
 def print_table(bench: Bench) -> None:
-    print("\n| workload | gateway | sshd | docker exec | gateway/sshd |")
-    print("|---|---|---|---|---|")
-    known = ("unit", "better", "gateway", "sshd", "docker", "gateway/sshd")
+    print("\n| workload | runtime path | API path | sshd | docker exec | runtime/sshd | api/sshd |")
+    print("|---|---|---|---|---|---|---|")
     for workload, row in bench.results.items():
-        extra = [k for k in row if k not in known and isinstance(row[k], float)]
+        extra = [k for k in row if k not in (*COLUMNS, "unit", "better")]
+        cells = " | ".join(cell(row, name) for name in COLUMNS)
         if extra:
-            shown = "; ".join(f"{k}: {cell(row, k)}" for k in extra)
-            print(f"| {workload} | {cell(row, 'gateway')} | {shown} | - | - |")
-            continue
-        print(
-            f"| {workload} | {cell(row, 'gateway')} | {cell(row, 'sshd')} | "
-            f"{cell(row, 'docker')} | {cell(row, 'gateway/sshd')} |"
-        )
+            cells += " | " + "; ".join(f"{k}: {cell(row, k)}" for k in extra)
+        print(f"| {workload} | {cells} |")
 
 
 def machine() -> dict[str, object]:
@@ -705,6 +791,7 @@ WORKLOADS = (
     "echo",
     "concurrency",
     "storm",
+    "starts",
     "workers",
 )
 
@@ -749,6 +836,7 @@ def main() -> None:
                     bench, targets, 50 if args.quick else 200
                 ),
                 "storm": lambda: workload_storm(bench, targets, 50),
+                "starts": lambda: workload_starts(bench, 10 if args.quick else 50, 10),
                 "workers": lambda: workload_workers(bench, size // 2),
             }
             for name in WORKLOADS:

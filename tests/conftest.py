@@ -11,12 +11,36 @@ from typing import Any
 import pytest
 
 from sandbox_ssh import Config
-from sandbox_ssh.providers.docker import DockerProvider
+from sandbox_ssh.providers.docker import DockerProvider, ExecPath
 
+from .support import gateway as gateway_support
 from .support.containers import Container, Containers, remove_stale_test_containers
 from .support.gateway import InProcessGateway, LoopThread
 from .support.ssh import SSHClient
 from .support.system import ensure_commands, ensure_dockerd, ensure_sandbox_image
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--exec-path",
+        choices=("runtime", "api"),
+        default="runtime",
+        help="How the gateways under test start processes (the suite runs once per path).",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    gateway_support.EXEC_PATH = config.getoption("--exec-path")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"sandbox-ssh exec path: {config.getoption('--exec-path')}"
+
+
+@pytest.fixture(scope="session")
+def exec_path() -> str:
+    """The exec path of this run's gateways: ``runtime`` (the default) or ``api``."""
+    return gateway_support.EXEC_PATH
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +91,10 @@ def gateway_factory(
     """Start in-process gateways; keyword arguments override the Config's hooks."""
     started: list[Gateway] = []
 
-    def start(*, auto_start: bool = True, **overrides: Any) -> Gateway:
-        provider = DockerProvider()
+    def start(
+        *, auto_start: bool = True, exec_path: ExecPath | None = None, **overrides: Any
+    ) -> Gateway:
+        provider = DockerProvider(exec_path=exec_path or gateway_support.EXEC_PATH)
         workdir = tmp_path / f"gateway-{len(started)}"
         config = Config(
             address="127.0.0.1:0",

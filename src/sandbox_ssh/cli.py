@@ -30,7 +30,7 @@ from .config import (
     parse_address,
     parse_duration,
 )
-from .hooks import ConnectionTracker, SandboxEnsurer
+from .hooks import ConnectionTracker, SandboxEnsurer, SandboxError
 from .http_hooks import (
     HttpAuthorizedKeysFetcher,
     HttpConnectionTracker,
@@ -40,7 +40,7 @@ from .http_hooks import (
     HttpSandboxEnsurer,
     HttpUserInfoFetcher,
 )
-from .providers.docker import DEFAULT_LABEL, DockerProvider
+from .providers.docker import DEFAULT_LABEL, EXEC_PATHS, DockerProvider, ExecPath
 from .server import Server
 from .tracking import CombinedTracker, IdleStopper
 
@@ -109,6 +109,15 @@ def main() -> None:
     show_default=True,
     metavar="KEY",
     help="Container label whose value is the session ID.",
+)
+@click.option(
+    "--exec-path",
+    type=click.Choice(EXEC_PATHS),
+    default="auto",
+    show_default=True,
+    help="How processes start: runtime (the container's OCI runtime, bytes straight to the "
+    "gateway; needs root on the Docker host and the local socket), api (Docker's exec API, "
+    "works anywhere), or auto (runtime when possible, else api, saying why).",
 )
 @click.option(
     "--auto-start/--no-auto-start",
@@ -344,6 +353,7 @@ def serve(
     host_keys: tuple[Path, ...],
     docker_host: str | None,
     session_label: str,
+    exec_path: ExecPath,
     auto_start: bool,
     no_forwarding: bool,
     disabled_forwarding: tuple[str, ...],
@@ -402,7 +412,7 @@ def serve(
         except HostKeyError as error:
             raise click.ClickException(str(error)) from None
         listen = _fixed_port(listen)
-    provider = DockerProvider(docker_host=docker_host, label=session_label)
+    provider = DockerProvider(docker_host=docker_host, label=session_label, exec_path=exec_path)
     token = hook_token_file.read_text().strip() if hook_token_file else None
     hooks = HttpHookClient(HttpHookSettings(token=token or None, timeout=hook_timeout))
     trackers: list[ConnectionTracker] = []
@@ -470,7 +480,7 @@ def serve(
         return
     try:
         _run(_serve(config, provider, hooks, idle_stopper, http_trackers))
-    except HostKeyError as error:
+    except (HostKeyError, SandboxError) as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
         raise click.ClickException(

@@ -66,6 +66,9 @@ class Config:
     max_sessions: int = 10  # session channels per connection, like sshd's MaxSessions
     max_startups: int = 100  # connections that have not finished authenticating
     max_connections_per_session: int = 100
+    # Process starts run at once at most; more wait, served round-robin over sandboxes
+    # and connections. None: a few per CPU.
+    max_concurrent_starts: int | None = None
     client_alive_interval: float = 0.0  # seconds; 0 = off
     client_alive_count_max: int = 3
     # Per source address: new connections per minute (bursts allowed), and rejected keys

@@ -109,6 +109,37 @@ class SandboxProcess(Protocol):
         """Release the runtime resources held for this process."""
 
 
+@dataclass(frozen=True)
+class ExitSignal:
+    """The signal that ended a process, by its SSH name (``"TERM"``, ``"KILL"``...)."""
+
+    name: str
+    core_dumped: bool = False
+
+
+@runtime_checkable
+class ExitSignalReporter(Protocol):
+    """Optional capability of a SandboxProcess that can tell a signal from an exit code.
+
+    sshd reports a process killed by a signal as ``exit-signal``, not as exit
+    status 128+N; a runtime that only knows exit codes cannot, and then the
+    gateway sends the exit code as sshd would for a shell that exited with it.
+    """
+
+    def exit_signal(self) -> ExitSignal | None:
+        """After ``wait()``: the signal that killed the process, or None if it exited."""
+
+
+@runtime_checkable
+class PreparedProvider(Protocol):
+    """Optional provider capability: checks and set-up done once, when the server starts.
+
+    Raising SandboxError stops the server from starting, with that one-line reason.
+    """
+
+    async def prepare(self) -> None: ...
+
+
 @runtime_checkable
 class SandboxProvider(Protocol):
     """Finds sandboxes and runs processes in them."""
@@ -205,7 +236,10 @@ __all__ = [
     "BoundListener",
     "ConnectionTracker",
     "EnvVarFetcher",
+    "ExitSignal",
+    "ExitSignalReporter",
     "OutputStream",
+    "PreparedProvider",
     "ProcessSpec",
     "Release",
     "Sandbox",

@@ -16,6 +16,7 @@ from ._session.ensure import EnsureCoordinator
 from ._session.forwarding import ForwardingKind
 from ._session.keys import KeySources
 from ._session.resolve import Hooks
+from ._session.starts import StartScheduler
 from ._ssh.connection import GatewayConnection, GatewayState
 from ._ssh.hostkey import load_host_key, load_or_create_host_key
 from ._ssh.limits import SourceGuard
@@ -29,7 +30,7 @@ from .config import (
     parse_address,
     subsystem_config,
 )
-from .hooks import AuthorizedKeysSource, SandboxEnsurer, SandboxNetwork
+from .hooks import AuthorizedKeysSource, PreparedProvider, SandboxEnsurer, SandboxNetwork
 
 log = logging.getLogger("sandbox_ssh.server")
 
@@ -75,6 +76,7 @@ class Server:
             max_startups=config.max_startups,
             max_connections_per_session=config.max_connections_per_session,
             audit=config.audit_sink or NoAudit(),
+            starts=StartScheduler(config.max_concurrent_starts),
             sources=SourceGuard(
                 connections_per_minute=config.connections_per_minute,
                 ban_after_failures=config.ban_after_failures,
@@ -107,6 +109,8 @@ class Server:
                 "can reach it can use any sandbox",
                 self.config.address,
             )
+        if isinstance(self.config.sandbox_provider, PreparedProvider):
+            await self.config.sandbox_provider.prepare()
         host_keys = [load_or_create_host_key(self.config.host_key_path)]
         host_keys += [load_host_key(path) for path in self.config.extra_host_key_paths]
         self._stopped.clear()

@@ -9,7 +9,7 @@ from typing import Protocol
 import pytest
 
 from sandbox_ssh import SandboxProvider
-from sandbox_ssh.providers.docker import DockerProvider
+from sandbox_ssh.providers.docker import DockerProvider, ExecPath
 
 from ..support.containers import Containers, docker
 
@@ -32,10 +32,11 @@ class Harness(Protocol):
 @dataclass
 class DockerHarness:
     containers: Containers
+    exec_path: ExecPath
     name: str = "docker"
 
     def provider(self) -> SandboxProvider:
-        return DockerProvider()
+        return DockerProvider(exec_path=self.exec_path)
 
     def create(self, session_id: str, *, running: bool = True) -> str:
         return self.containers.start(session_id, running=running).id
@@ -52,7 +53,10 @@ class DockerHarness:
         ]
 
 
-@pytest.fixture(params=["docker"])
+@pytest.fixture(params=["docker-runtime", "docker-api"])
 def harness(request: pytest.FixtureRequest, containers: Containers) -> Iterator[Harness]:
-    if request.param == "docker":
-        yield DockerHarness(containers)
+    # Both of Docker's exec paths in every run: they are two backends behind one provider.
+    if request.param == "docker-runtime":
+        yield DockerHarness(containers, "runtime")
+    elif request.param == "docker-api":
+        yield DockerHarness(containers, "api")

@@ -211,6 +211,27 @@ def test_hangup_ends_the_session_but_spares_the_detached(harness: Harness) -> No
     assert "sleep 2002" in live  # setsid
 
 
+def test_hangup_reaches_a_session_of_another_user(harness: Harness) -> None:
+    # Regression: without CAP_SYS_PTRACE, a root helper cannot see another user's
+    # descriptors, and found nothing to hang up.
+    session_id = new_session_id()
+    sandbox_id = harness.create(session_id)
+    script = "sleep 2007 & echo up; sleep 2008"
+
+    async def scenario(provider: SandboxProvider) -> None:
+        spec = ProcessSpec(argv=["sh", "-c", script], user=UserInfo("dev", 1000, 1000))
+        process = await start(provider, session_id, spec)
+        assert await process.read_output() == (OutputStream.STDOUT, b"up\n")
+        await process.hangup()
+        await process.close()
+
+    run(harness, scenario)
+    wait_until(
+        lambda: not {"sleep 2007", "sleep 2008"} & set(harness.processes(sandbox_id)),
+        message="hangup left a non-root session running",
+    )
+
+
 def test_runtime_failure_arrives_as_output_not_an_exception(harness: Harness) -> None:
     session_id = new_session_id()
     harness.create(session_id)

@@ -65,8 +65,10 @@ def test_defaults_are_loopback_and_a_key_in_the_state_directory(tmp_path: Path) 
     )
     try:
         assert process.stderr is not None
-        first_line = process.stderr.readline()
-        assert "listening on 127.0.0.1:2222" in first_line
+        line = process.stderr.readline()
+        while line and "listening on" not in line:
+            line = process.stderr.readline()
+        assert "listening on 127.0.0.1:2222" in line
         key = tmp_path / "sandbox-ssh" / "ssh_host_ed25519_key"
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
     finally:
@@ -198,7 +200,7 @@ def test_disable_one_forwarding_kind(
         assert b"administratively prohibited" not in local.stderr  # local still allowed
 
 
-def test_remote_docker_host_says_why_forwarding_is_unavailable(
+def test_remote_docker_host_says_why_forwarding_and_the_runtime_path_are_unavailable(
     tmp_path: Path, containers: Containers, client_tools: None
 ) -> None:
     """Through a TCP Docker endpoint the gateway cannot enter the sandbox's namespaces."""
@@ -213,9 +215,21 @@ def test_remote_docker_host_says_why_forwarding_is_unavailable(
     )
     try:
         wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
-        with serving(tmp_path, "--docker-host", f"tcp://127.0.0.1:{port}") as (gateway, ssh):
+        docker_host = f"tcp://127.0.0.1:{port}"
+        refusal = serve_once("--docker-host", docker_host, "--exec-path", "runtime")
+        assert refusal.returncode == 1
+        assert refusal.stderr.strip().splitlines() == [
+            "Error: --exec-path runtime is unavailable: "
+            "the runtime path needs Docker's local unix socket"
+        ]
+        options = ("--docker-host", docker_host, "--exec-path", "auto")
+        with serving(tmp_path, *options) as (gateway, ssh):
             log = gateway.wait_for_log(lambda text: "forwarding is unavailable" in text)
             assert "forwarding needs the gateway on the Docker host" in log
+            assert (
+                "exec path: api, because the runtime path is unavailable: "
+                "the runtime path needs Docker's local unix socket" in log
+            )
             sandbox = containers.start()
             assert ssh.run(sandbox.session_id, "echo works").stdout == b"works\n"
             refused = ssh.run(sandbox.session_id, options=["-v", "-W", "127.0.0.1:22"])

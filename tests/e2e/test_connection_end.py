@@ -149,22 +149,88 @@ def test_server_stop_ends_live_connections(
 
 @pytest.mark.parametrize(("name", "status"), [("TERM", 143), ("INT", 130), ("USR1", 138)])
 def test_signal_request_reaches_the_process(
-    gateway_factory: GatewayFactory, containers: Containers, name: str, status: int
+    gateway_factory: GatewayFactory, containers: Containers, exec_path: str, name: str, status: int
 ) -> None:
     # The OpenSSH client cannot send "signal" requests; asyncssh's client can.
     gw = gateway_factory()
     sandbox = containers.start()
     session_id = sandbox.session_id
 
-    async def scenario() -> tuple[int | None, str]:
+    async def scenario() -> asyncssh.SSHCompletedProcess:
         async with asyncssh.connect(
             gw.gateway.host, gw.gateway.port, username=session_id, known_hosts=None
         ) as conn:
             process = await conn.create_process("echo ready; exec sleep 600")
             assert (await process.stdout.readline()) == "ready\n"
             process.send_signal(name)
-            completed = await process.wait()
-            return completed.exit_status, str(completed.stderr)
+            return await process.wait()
 
-    exit_status, _ = gw.gateway.loop.run(scenario())
-    assert exit_status == status
+    completed = gw.gateway.loop.run(scenario())
+    if exec_path == "runtime":
+        # As sshd: the process was killed by the signal, and exit-signal says which.
+        assert completed.exit_signal is not None and completed.exit_signal[:2] == (name, False)
+        assert completed.returncode == -signal.Signals["SIG" + name]
+    else:
+        # Docker's exec API only knows 128+N.
+        assert completed.exit_status == status
+
+
+def _killed_client_leaves(
+    ssh: SSHClient, sandbox: Container, command: str, gone: str, running: tuple[str, ...] = ()
+) -> list[str]:
+    """Run ``command`` until ``running`` all run, kill the client, and return what lives
+    once ``gone`` has gone."""
+    client = started(ssh, sandbox.session_id, command, "running")
+    wait_until(lambda: all(p in sandbox.processes() for p in (gone, *running)))
+    client.kill()
+    client.wait()
+
+    def settled() -> list[str] | None:
+        live = sandbox.processes()
+        return live if gone not in live else None
+
+    return wait_until(settled, message=f"{gone!r} outlived the killed client")
+
+
+def test_client_drop_spares_a_background_job_that_let_go_of_the_session(
+    ssh: SSHClient, sandbox: Container
+) -> None:
+    # The issue's reproduction: under sshd, `sleep 401` keeps running.
+    command = "sleep 401 </dev/null >/dev/null 2>&1 & sleep 100"
+    live = _killed_client_leaves(ssh, sandbox, command, gone="sleep 100", running=("sleep 401",))
+    assert "sleep 401" in live
+
+
+ZED_LIKE_DAEMON = (
+    "import os, time\n"
+    "if os.fork() == 0:\n"
+    "    null = os.open('/dev/null', os.O_RDWR)\n"
+    "    for fd in (0, 1, 2):\n"
+    "        os.dup2(null, fd)\n"
+    "    os.execvp('sleep', ['sleep', '402'])\n"
+)
+
+
+def test_client_drop_spares_a_zed_like_daemon(ssh: SSHClient, sandbox: Container) -> None:
+    # Zed's remote server: one fork, stdio to /dev/null, no setsid; its reconnection after a
+    # network drop depends on it surviving.
+    command = f'python3 -c "{ZED_LIKE_DAEMON}"; sleep 601'
+    live = _killed_client_leaves(ssh, sandbox, command, gone="sleep 601", running=("sleep 402",))
+    assert "sleep 402" in live
+
+
+def test_client_drop_ends_a_command_that_holds_the_session(
+    ssh: SSHClient, sandbox: Container
+) -> None:
+    live = _killed_client_leaves(ssh, sandbox, "sleep 311", gone="sleep 311")
+    assert not any(p.startswith("sleep 311") for p in live)
+
+
+def test_client_drop_ends_a_background_job_that_still_writes_to_the_session(
+    ssh: SSHClient, sandbox: Container
+) -> None:
+    # Not redirected, so it holds the session's stdout even in its own session.
+    command = "setsid sleep 312 & sleep 313"
+    live = _killed_client_leaves(ssh, sandbox, command, gone="sleep 313", running=("sleep 312",))
+    wait_until(lambda: "sleep 312" not in sandbox.processes(), message="sleep 312 survived")
+    assert "sleep 313" not in live

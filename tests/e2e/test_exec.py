@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 from ..support.containers import Container
@@ -122,3 +123,39 @@ def test_unserved_requests_are_refused_without_dropping_the_connection(
     )
     assert result.stdout == b"still-served\nno-agent\n"
     assert result.returncode == 0
+
+
+def test_signals_start_at_their_defaults(ssh: SSHClient, sandbox: Container) -> None:
+    # Python ignores SIGPIPE, and ignored signals survive exec: a process started by the
+    # gateway must still die of SIGPIPE, as under sshd.
+    result = ssh.run(sandbox.session_id, "yes | head -1; echo ${PIPESTATUS[0]}")
+    assert result.stdout == b"y\n141\n"
+    result = ssh.run(sandbox.session_id, "grep -E '^Sig(Ign|Blk)' /proc/self/status")
+    assert result.stdout == b"SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+
+
+def test_no_gateway_descriptor_reaches_the_sandbox(ssh: SSHClient, sandbox: Container) -> None:
+    others = [
+        ssh.popen(
+            sandbox.session_id,
+            "echo up; exec sleep 900",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(3)
+    ]
+    try:
+        for other in others:
+            assert other.stdout is not None and other.stdout.readline() == b"up\n"
+        listing = ssh.run(sandbox.session_id, "ls -l /proc/self/fd")
+        fds = {
+            line.split()[-3]: line.split()[-1] for line in listing.stdout.decode().splitlines()[1:]
+        }
+        fds = {fd: target for fd, target in fds.items() if not target.startswith("/proc/")}
+        assert sorted(fds) == ["0", "1", "2"]
+        assert all(target.startswith("pipe:") for target in fds.values())
+    finally:
+        for other in others:
+            other.kill()
+            other.wait()

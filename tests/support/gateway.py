@@ -14,11 +14,14 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sandbox_ssh import Config, Server
 
 T = TypeVar("T")
+
+# The exec path every gateway of this run uses; set from pytest's --exec-path.
+EXEC_PATH: Literal["runtime", "api"] = "runtime"
 
 
 class LoopThread:
@@ -63,6 +66,8 @@ class CliGateway:
     def __init__(self, host_key_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.host_key_path = host_key_path
         self.args = ["--listen", "127.0.0.1:0", "--host-key", str(host_key_path), *args]
+        if "--exec-path" not in args:
+            self.args += ["--exec-path", EXEC_PATH]
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self.process = subprocess.Popen(

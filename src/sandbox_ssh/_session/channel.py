@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..hooks import (
+    ExitSignal,
+    ExitSignalReporter,
     OutputStream,
     ProcessSpec,
     SandboxError,
@@ -26,6 +28,7 @@ from . import login
 from .audit import ConnectionAudit, NoAudit
 from .environment import Endpoints, accepts, build_environment
 from .resolve import ResolvedConnection, one_line
+from .starts import StartScheduler
 
 log = logging.getLogger("sandbox_ssh.session")
 
@@ -55,6 +58,9 @@ class ChannelOutput(Protocol):
 
     def exit(self, status: int) -> None:
         """Send exit-status, EOF and close, after everything written so far."""
+
+    def exit_signal(self, signal: ExitSignal) -> None:
+        """Send exit-signal, EOF and close, after everything written so far."""
 
 
 SFTP_SERVER_PATHS = (
@@ -95,6 +101,7 @@ class SessionChannel:
         subsystem_cache: dict[str, str] | None = None,
         accept_env: tuple[str, ...] | None = None,
         audit: ConnectionAudit | None = None,
+        starts: StartScheduler | None = None,
     ) -> None:
         self._provider = provider
         self._connection = connection
@@ -107,6 +114,7 @@ class SessionChannel:
         self._subsystem_argv: list[str] = []
         self._accept_env = accept_env
         self._audit = audit or ConnectionAudit(NoAudit(), "-")
+        self._starts = starts or StartScheduler()
         self._client_env: dict[str, str] = {}
         self._client_env_bytes = 0
         self._mode: login.Mode | None = None
@@ -166,7 +174,7 @@ class SessionChannel:
             user=self._connection.user,
         )
         try:
-            process = await self._provider.start_process(self._connection.sandbox, spec)
+            process = await self._start_process(spec)
         except Exception as error:
             log.warning(
                 "session %s: cannot look for a subsystem: %s",
@@ -250,7 +258,7 @@ class SessionChannel:
     async def _run(self, mode: login.Mode, command: str | None) -> None:
         spec = self._process_spec(mode, command)
         try:
-            process = await self._provider.start_process(self._connection.sandbox, spec)
+            process = await self._start_process(spec)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -277,9 +285,22 @@ class SessionChannel:
         finally:
             stdin_task.cancel()
         self._finished = True
-        self._audit.record("exit", status=status)
-        self._output.exit(status)
+        signal = process.exit_signal() if isinstance(process, ExitSignalReporter) else None
+        if signal is not None:
+            self._audit.record("exit", signal=signal.name, core_dumped=signal.core_dumped)
+            self._output.exit_signal(signal)
+        else:
+            self._audit.record("exit", status=status)
+            self._output.exit(status)
         self._spawn(process.close())
+
+    async def _start_process(self, spec: ProcessSpec) -> SandboxProcess:
+        sandbox = self._connection.sandbox
+        return await self._starts.run(
+            sandbox.id,
+            self._audit.connection_id,
+            lambda: self._provider.start_process(sandbox, spec),
+        )
 
     def _process_spec(self, mode: login.Mode, command: str | None) -> ProcessSpec:
         user = self._connection.user

@@ -24,6 +24,7 @@ from .._session.resolve import (
     one_line,
     resolve_connection,
 )
+from .._session.starts import StartScheduler
 from ..hooks import ConnectionTracker, Release
 from ..tracking import InMemoryConnectionTracker
 from . import forwarding
@@ -59,6 +60,7 @@ class GatewayState:
     live: InMemoryConnectionTracker = field(default_factory=InMemoryConnectionTracker)
     audit: AuditSink = field(default_factory=NoAudit)
     sources: SourceGuard = field(default_factory=SourceGuard)
+    starts: StartScheduler = field(default_factory=StartScheduler)
     stopping: bool = False
 
 
@@ -272,6 +274,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 subsystem_cache=self._subsystem_cache,
                 accept_env=self._state.accept_env,
                 audit=self._audit,
+                starts=self._state.starts,
             )
 
         adapter = SSHChannelAdapter(make_session, on_close=self._sessions.discard)

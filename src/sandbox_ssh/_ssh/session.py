@@ -10,7 +10,7 @@ import asyncssh
 
 from .._session import login
 from .._session.channel import SessionChannel
-from ..hooks import OutputStream, TerminalSize
+from ..hooks import ExitSignal, OutputStream, TerminalSize
 
 _MAX_TERMINAL_DIMENSION = 10_000
 
@@ -69,6 +69,13 @@ class SSHChannelAdapter(asyncssh.SSHServerSession[bytes]):
         self._exited = True
         with contextlib.suppress(BrokenPipeError, OSError):
             self._chan.exit(status & 0xFF if status >= 0 else 255)
+
+    def exit_signal(self, signal: ExitSignal) -> None:
+        if self._chan is None or self._exited:
+            return
+        self._exited = True
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self._chan.exit_with_signal(signal.name, signal.core_dumped)
 
     # asyncssh callbacks
 

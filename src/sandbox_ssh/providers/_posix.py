@@ -32,15 +32,52 @@ SIGNAL_NAMES = frozenset(
     }
 )
 
-# $1 session ID (= the leader's PID), $2 grace in tenths of a second.
+# Hangs up what still holds the session: every process of the sandbox with the
+# session's stdio or terminal open gets SIGHUP (and SIGCONT); after the grace,
+# those still holding it that do not ignore SIGHUP get SIGKILL. A process that
+# let go of the session's stdio (a daemon redirected to /dev/null) lives on, as
+# under sshd, whatever its session or process group.
+#
+# The session's stdio are the leader's descriptors 0-2 (pipes or a terminal);
+# the script holds copies (3-5) while it looks, so the leader exiting midway
+# loses nothing. With the leader already gone, the session's members still on a
+# pipe or terminal are taken instead. The script's own processes are skipped.
+#
+# $1 the leader's PID (its session ID), $2 grace in tenths of a second.
 HANGUP_SCRIPT = r"""
-sid=$1 ticks=$2
-members() {
+sid=$1 ticks=$2 me=$$
+{ read -r st </proc/$me/stat; } 2>/dev/null
+st=${st##*) }; set -f; set -- $st; set +f
+own_sid=$4
+refs=
+keep() {
+    if [ -p "/proc/$me/fd/$1" ] || [ -t "$1" ]; then refs="$refs /proc/$me/fd/$1"; fi
+}
+{ command exec 3<>"/proc/$sid/fd/0"; } 2>/dev/null && keep 3
+{ command exec 4<>"/proc/$sid/fd/1"; } 2>/dev/null && keep 4
+{ command exec 5<>"/proc/$sid/fd/2"; } 2>/dev/null && keep 5
+on_stdio() {
+    for f in 0 1 2; do
+        if [ -p "$1/fd/$f" ]; then return 0; fi
+        if [ -c "$1/fd/$f" ] && ! [ "$1/fd/$f" -ef /dev/null ]; then return 0; fi
+    done
+    return 1
+}
+holders() {
     for d in /proc/[0-9]*; do
         { read -r st <"$d/stat"; } 2>/dev/null || continue
         st=${st##*) }
         set -f; set -- $st; set +f
-        if [ "$4" = "$sid" ] && [ "$1" != Z ]; then echo "${d#/proc/}"; fi
+        if [ "$1" = Z ] || [ "$4" = "$own_sid" ]; then continue; fi
+        if [ -n "$refs" ]; then
+            for f in "$d"/fd/*; do
+                for r in $refs; do
+                    if [ "$f" -ef "$r" ]; then echo "${d#/proc/}"; continue 3; fi
+                done
+            done
+        elif [ "$4" = "$sid" ] && on_stdio "$d"; then
+            echo "${d#/proc/}"
+        fi
     done
 }
 ignores_hup() {
@@ -52,14 +89,14 @@ ignores_hup() {
     done <"/proc/$1/status"; } 2>/dev/null
     return 1
 }
-pids=$(members)
+pids=$(holders)
 [ -n "$pids" ] || exit 0
 kill -HUP $pids 2>/dev/null
 kill -CONT $pids 2>/dev/null
 i=0
 while :; do
     left=
-    for p in $(members); do ignores_hup "$p" || left="$left $p"; done
+    for p in $(holders); do ignores_hup "$p" || left="$left $p"; done
     [ -n "$left" ] || exit 0
     [ "$i" -lt "$ticks" ] || break
     sleep 0.1 2>/dev/null || sleep 1
@@ -68,7 +105,6 @@ done
 kill -KILL $left 2>/dev/null
 exit 0
 """
-
 
 def pid_report_argv(argv: Sequence[str]) -> list[str]:
     return ["/bin/sh", "-c", PID_REPORT_SCRIPT, "sandbox-ssh", *argv]

@@ -1,5 +1,5 @@
 """The Docker provider: sandboxes are containers labelled with their session ID."""
 
-from ._provider import DEFAULT_LABEL, DockerProvider
+from ._provider import DEFAULT_LABEL, EXEC_PATHS, DockerProvider, ExecPath
 
-__all__ = ["DEFAULT_LABEL", "DockerProvider"]
+__all__ = ["DEFAULT_LABEL", "EXEC_PATHS", "DockerProvider", "ExecPath"]

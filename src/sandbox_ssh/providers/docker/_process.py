@@ -54,6 +54,7 @@ class DockerProcess:
         self._exec: Exec | None = None
         self._stream: Stream | None = None
         self._pid: int | None = None
+        self._exec_user = "0"
         self._pending: list[tuple[OutputStream, bytes]] = []
         self._stdin_closed = False
         self._closed = False
@@ -64,6 +65,7 @@ class DockerProcess:
         return self._pid
 
     async def start(self, spec: ProcessSpec, exec_user: str) -> None:
+        self._exec_user = exec_user
         container = self._docker.containers.container(self._container_id)
         try:
             self._exec = await container.exec(
@@ -78,6 +80,8 @@ class DockerProcess:
             self._stream = self._exec.start(detach=False)
             await self._stream._init()
         except aiodocker.DockerError as error:
+            if error.status == 409 and "is not running" in str(error.message):
+                raise SandboxError("the sandbox is not running") from error
             raise SandboxError(f"the sandbox refused the process: {error.message}") from error
         await self._read_pid()
 
@@ -169,12 +173,16 @@ class DockerProcess:
     async def hangup(self) -> None:
         if self._pid is None:
             return
-        await self._run_control(_posix.hangup_argv(self._pid, self._hangup_grace))
+        # As the session's user: without CAP_SYS_PTRACE (not in Docker's defaults), even
+        # root in the sandbox cannot read another user's /proc/PID/fd, and the hang-up
+        # finds the session's processes by what they hold.
+        argv = _posix.hangup_argv(self._pid, self._hangup_grace)
+        await self._run_control(argv, self._exec_user)
 
-    async def _run_control(self, argv: Sequence[str]) -> None:
-        """Run a short helper as root in the sandbox and wait for it to finish."""
+    async def _run_control(self, argv: Sequence[str], user: str = "0:0") -> None:
+        """Run a short helper in the sandbox and wait for it to finish."""
         try:
-            await run_short(self._docker, self._container_id, argv, user="0:0")
+            await run_short(self._docker, self._container_id, argv, user=user)
         except aiodocker.DockerError as error:
             log.warning("control exec in %s failed: %s", self._container_id[:12], error.message)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import aiodocker
 import aiohttp
@@ -20,11 +21,16 @@ from ...hooks import (
     SandboxStatus,
     UserInfo,
 )
+from .._runtime import RuntimeUnavailable
 from ._client import open_client, resolve_docker_host
 from ._network import DockerNetwork
 from ._process import DockerProcess, run_short
+from ._runtime_path import RuntimePath
 
+log = logging.getLogger("sandbox_ssh.docker")
 T = TypeVar("T")
+ExecPath = Literal["auto", "runtime", "api"]
+EXEC_PATHS: tuple[ExecPath, ...] = ("auto", "runtime", "api")
 DEFAULT_LABEL = "sandbox-ssh.session"
 AUTHORIZED_KEYS_LABEL = "sandbox-ssh.authorized-keys"
 _STATUS_BY_STATE = {
@@ -82,7 +88,15 @@ class _Expiring(Generic[K, V]):
 
 
 class DockerProvider:
-    """Finds sandboxes by label and runs processes in them through the Engine API.
+    """Finds sandboxes by label and runs processes in them.
+
+    ``exec_path`` picks how processes start. ``"runtime"``: through the
+    container's OCI runtime (runc, crun), with the bytes going straight between
+    the process and the gateway; this needs the gateway to run as root on the
+    Docker host, with the local socket. ``"api"``: through the Engine API's exec
+    (dockerd, containerd and the shim copy every byte), which works anywhere.
+    ``"auto"`` (the default) takes the runtime path when the host allows it,
+    and otherwise logs why once and uses the API.
 
     Also a :class:`~sandbox_ssh.SandboxEnsurer` (starts a stopped or paused
     container), a :class:`~sandbox_ssh.UserInfoFetcher` (the container's
@@ -97,8 +111,12 @@ class DockerProvider:
         label: str = DEFAULT_LABEL,
         *,
         hangup_grace: float = 2.0,
+        exec_path: ExecPath = "auto",
     ) -> None:
+        if exec_path not in EXEC_PATHS:
+            raise ValueError(f"exec_path must be one of {', '.join(EXEC_PATHS)}")
         self.label = label
+        self.exec_path_setting: ExecPath = exec_path
         self._docker_host = docker_host
         self._hangup_grace = hangup_grace
         self._client: aiodocker.Docker | None = None
@@ -106,9 +124,13 @@ class DockerProvider:
         self._user_cache: _Expiring[str, UserInfo] = _Expiring(_USER_CACHE_SECONDS)
         self._gid_cache: _Expiring[tuple[str, int], int | None] = _Expiring(_USER_CACHE_SECONDS)
         self._in_flight: dict[tuple[str, str], asyncio.Future[Any]] = {}
-        self._network = DockerNetwork(
-            lambda: self.docker, resolve_docker_host(docker_host).startswith("unix://")
+        self._local = resolve_docker_host(docker_host).startswith("unix://")
+        self._network = DockerNetwork(lambda: self.docker, self._local)
+        self._runtime: RuntimePath | None = (
+            RuntimePath(lambda: self.docker, hangup_grace) if exec_path != "api" else None
         )
+        self._prepared: asyncio.Future[None] | None = None
+        self._runtime_warnings: set[str] = set()
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -117,7 +139,37 @@ class DockerProvider:
             self._client, self._connector = open_client(self._docker_host)
         return self._client
 
+    @property
+    def exec_path(self) -> Literal["runtime", "api"] | None:
+        """The path in use once prepared; None before."""
+        if self._prepared is None or not self._prepared.done():
+            return None
+        return "runtime" if self._runtime is not None else "api"
+
+    async def prepare(self) -> None:
+        """Choose the exec path and log it (once); raise when ``runtime`` was required."""
+        if self._prepared is None:
+            self._prepared = asyncio.ensure_future(self._choose_exec_path())
+        await asyncio.shield(self._prepared)
+
+    async def _choose_exec_path(self) -> None:
+        if self._runtime is None:
+            log.info("exec path: api (--exec-path api)")
+            return
+        try:
+            binary = await self._runtime.check_host(self._local)
+        except RuntimeUnavailable as error:
+            if self.exec_path_setting == "runtime":
+                raise SandboxError(f"--exec-path runtime is unavailable: {error}") from None
+            log.warning("exec path: api, because the runtime path is unavailable: %s", error)
+            runtime, self._runtime = self._runtime, None
+            await runtime.close()
+            return
+        log.info("exec path: runtime (%s; %s)", binary.describe(), binary.fix_evidence)
+
     async def close(self) -> None:
+        if self._runtime is not None:
+            await self._runtime.close()
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
@@ -254,6 +306,17 @@ class DockerProvider:
         return UserInfo(username=fields[2], uid=int(fields[0]), gid=int(fields[1]))
 
     async def start_process(self, sandbox: Sandbox, spec: ProcessSpec) -> SandboxProcess:
+        await self.prepare()
+        if self._runtime is not None:
+            try:
+                return await self._runtime.start(sandbox, spec)
+            except RuntimeUnavailable as error:
+                if self.exec_path_setting == "runtime":
+                    raise SandboxError(f"the runtime path is unavailable: {error}") from None
+                reason = str(error)
+                if reason not in self._runtime_warnings:
+                    self._runtime_warnings.add(reason)
+                    log.warning("using the exec API for %s: %s", sandbox.id[:12], reason)
         process = DockerProcess(
             self.docker, sandbox.id, tty=spec.terminal is not None, hangup_grace=self._hangup_grace
         )

@@ -1,0 +1,288 @@
+"""The Docker provider's fast path: processes started by the container's own OCI runtime.
+
+Docker says which runtime runs a container (``HostConfig.Runtime``, resolved
+through ``docker info``'s ``Runtimes``); the runtime's own state says where
+the container's bundle is, and the bundle's ``config.json`` holds the process
+spec `docker exec` starts from. Nothing per process goes through dockerd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiodocker
+
+from ...hooks import ProcessSpec, Sandbox, SandboxError, SandboxProcess, UserInfo
+from .. import _hostns
+from .._runtime import (
+    OciUser,
+    RuntimeBinary,
+    RuntimeLauncher,
+    RuntimeProcess,
+    RuntimeUnavailable,
+    StartRequest,
+    exec_user,
+    find_runtime_binary,
+    parse_group,
+    parse_passwd,
+    process_spec,
+)
+from .._runtime._launcher import StartRefused
+from .._runtime._process import RefusedProcess
+from .._runtime._users import UnknownGroup, passwd_primary_gid, resolve_group_add
+
+log = logging.getLogger("sandbox_ssh.docker")
+
+_ACCOUNTS_SECONDS = 60.0
+
+
+def _root_candidates(name: str, runtime_args: list[str]) -> list[str]:
+    """Where a runtime keeps its containers' state, for Docker (and Podman)."""
+    candidates = []
+    for index, arg in enumerate(runtime_args):
+        if arg == "--root" and index + 1 < len(runtime_args):
+            candidates.append(runtime_args[index + 1])
+        elif arg.startswith("--root="):
+            candidates.append(arg.split("=", 1)[1])
+    for run in ("/run", "/var/run"):
+        candidates += [
+            f"{run}/docker/runtime-{name}/moby",
+            f"{run}/docker/runtime-runc/moby",
+            f"{run}/containerd/runc/moby",
+            f"{run}/runc",
+            f"{run}/crun",
+        ]
+    return list(dict.fromkeys(candidates))
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat: tells a restarted container's new init from the old."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What starting a process in one running container needs, fixed until it restarts."""
+
+    container_id: str
+    init_pid: int
+    init_started: str
+    binary: RuntimeBinary
+    root: str
+    process: dict[str, Any]
+    group_add: tuple[str, ...]
+
+    def still_running(self) -> bool:
+        return _start_time(self.init_pid) == self.init_started
+
+
+@dataclass
+class _Accounts:
+    read_at: float
+    passwd: list[Any]
+    groups: list[Any]
+
+
+class RuntimePath:
+    def __init__(self, docker: Callable[[], aiodocker.Docker], hangup_grace: float) -> None:
+        self._docker = docker
+        self.launcher = RuntimeLauncher(hangup_grace)
+        self._info: dict[str, Any] | None = None
+        self._binaries: dict[str, asyncio.Future[RuntimeBinary]] = {}
+        self._roots: dict[str, str] = {}
+        self._contexts: dict[str, _Context] = {}
+        self._building: dict[str, asyncio.Future[_Context]] = {}
+        self._accounts: dict[str, _Accounts] = {}
+
+    async def close(self) -> None:
+        await self.launcher.close()
+
+    # Whether the host allows it at all.
+
+    async def check_host(self, local_socket: bool) -> RuntimeBinary:
+        if platform.system() != "Linux":
+            raise RuntimeUnavailable("the runtime path needs a Linux host")
+        if os.geteuid() != 0:
+            raise RuntimeUnavailable("the runtime path needs the gateway to run as root")
+        if not local_socket:
+            raise RuntimeUnavailable("the runtime path needs Docker's local unix socket")
+        if not hasattr(os, "pidfd_open"):
+            raise RuntimeUnavailable("the runtime path needs pidfd (Linux 5.3 or newer)")
+        info = await self._docker_info()
+        return await self._binary(str(info.get("DefaultRuntime") or "runc"))
+
+    async def _docker_info(self) -> dict[str, Any]:
+        if self._info is None:
+            try:
+                self._info = dict(await self._docker().system.info())
+            except aiodocker.DockerError as error:
+                raise RuntimeUnavailable(f"docker info failed: {error.message}") from error
+        return self._info
+
+    async def _runtime_entry(self, name: str) -> dict[str, Any]:
+        runtimes = (await self._docker_info()).get("Runtimes") or {}
+        entry = runtimes.get(name)
+        if not isinstance(entry, dict):
+            raise RuntimeUnavailable(f"Docker does not list the runtime {name!r}")
+        return entry
+
+    async def _binary(self, name: str) -> RuntimeBinary:
+        found = self._binaries.get(name)
+        if found is None:
+            path = str((await self._runtime_entry(name)).get("path") or name)
+            found = asyncio.ensure_future(asyncio.to_thread(find_runtime_binary, path))
+            self._binaries[name] = found
+        return await asyncio.shield(found)
+
+    # Per container.
+
+    async def _context(self, container_id: str) -> _Context:
+        context = self._contexts.get(container_id)
+        if context is not None and context.still_running():
+            return context
+        building = self._building.get(container_id)
+        if building is None:
+            building = asyncio.ensure_future(self._build_context(container_id))
+            self._building[container_id] = building
+            building.add_done_callback(lambda _: self._building.pop(container_id, None))
+        context = await asyncio.shield(building)
+        self._contexts[container_id] = context
+        return context
+
+    async def _build_context(self, container_id: str) -> _Context:
+        try:
+            info = await self._docker().containers.container(container_id).show()
+        except aiodocker.DockerError as error:
+            raise SandboxError(f"the container runtime failed: {error.message}") from error
+        state = info.get("State") or {}
+        if not state.get("Running") or state.get("Paused"):
+            raise SandboxError("the sandbox is not running")
+        host_config = info.get("HostConfig") or {}
+        name = str(host_config.get("Runtime") or (await self._docker_info()).get("DefaultRuntime"))
+        binary = await self._binary(name)
+        root, runtime_state = await self._find_state(name, binary, container_id)
+        init_pid = int(state.get("Pid") or 0)
+        if int(runtime_state.get("pid") or 0) != init_pid:
+            raise RuntimeUnavailable(
+                f"the runtime's state of {container_id[:12]} disagrees with Docker's "
+                "(is the gateway in the host's PID namespace?)"
+            )
+        started = _start_time(init_pid)
+        if started is None:
+            raise RuntimeUnavailable(
+                "the sandbox's processes are not visible here "
+                "(the runtime path needs the host's PID namespace)"
+            )
+        bundle = str(runtime_state.get("bundle") or "")
+        try:
+            config = await asyncio.to_thread(_read_json, os.path.join(bundle, "config.json"))
+        except (OSError, ValueError) as error:
+            raise RuntimeUnavailable(f"cannot read the container's bundle: {error}") from error
+        return _Context(
+            container_id=container_id,
+            init_pid=init_pid,
+            init_started=started,
+            binary=binary,
+            root=root,
+            process=dict(config.get("process") or {}),
+            group_add=tuple(str(g) for g in host_config.get("GroupAdd") or ()),
+        )
+
+    async def _find_state(
+        self, name: str, binary: RuntimeBinary, container_id: str
+    ) -> tuple[str, dict[str, Any]]:
+        known = self._roots.get(name)
+        entry = await self._runtime_entry(name)
+        candidates = [known] if known else []
+        candidates += _root_candidates(name, list(entry.get("runtimeArgs") or []))
+        for root in candidates:
+            if not await asyncio.to_thread(os.path.isdir, os.path.join(root, container_id)):
+                continue
+            try:
+                state = await asyncio.to_thread(binary.state, root, container_id)
+            except RuntimeUnavailable:
+                continue
+            self._roots[name] = root
+            return root, state
+        raise RuntimeUnavailable(f"cannot find the state directory of the runtime {name!r}")
+
+    async def _user(self, context: _Context, user: UserInfo) -> OciUser:
+        accounts = self._accounts.get(context.container_id)
+        if accounts is None or time.monotonic() - accounts.read_at > _ACCOUNTS_SECONDS:
+            passwd = await _read_in_sandbox(context.init_pid, "/etc/passwd")
+            groups = await _read_in_sandbox(context.init_pid, "/etc/group")
+            accounts = _Accounts(time.monotonic(), parse_passwd(passwd), parse_group(groups))
+            self._accounts[context.container_id] = accounts
+        # The same user string the API path gives Docker (see DockerProvider._exec_user).
+        explicit_gid: int | None = None
+        if not (user.uid == 0 and user.gid == 0):
+            primary = passwd_primary_gid(user.uid, accounts.passwd)
+            explicit_gid = None if primary == user.gid else user.gid
+        try:
+            group_add = resolve_group_add(context.group_add, accounts.groups)
+        except UnknownGroup as error:
+            raise SandboxError(str(error)) from error
+        return exec_user(user.uid, explicit_gid, accounts.passwd, accounts.groups, group_add)
+
+    # Starting.
+
+    async def start(self, sandbox: Sandbox, spec: ProcessSpec) -> SandboxProcess:
+        context = await self._context(sandbox.id)
+        oci_spec = process_spec(
+            context.process,
+            spec.argv,
+            spec.env,
+            await self._user(context, spec.user),
+            spec.workdir,
+            spec.terminal,
+        )
+        request = StartRequest(
+            binary=context.binary,
+            root=context.root,
+            container_id=sandbox.id,
+            sandbox_pid=context.init_pid,
+            spec=oci_spec,
+            tty=spec.terminal is not None,
+        )
+        try:
+            launched = await self.launcher.start(request)
+        except StartRefused as refusal:
+            return self._refused(sandbox.id, str(refusal))
+        return RuntimeProcess(self.launcher, launched)
+
+    def _refused(self, container_id: str, reason: str) -> SandboxProcess:
+        """Docker's mapping of a refused exec (moby's translateContainerdStartErr)."""
+        lowered = reason.lower()
+        if "executable file not found" in lowered or "no such file or directory" in lowered:
+            return RefusedProcess(reason, 127)
+        if "permission denied" in lowered:
+            return RefusedProcess(reason, 126)
+        self._contexts.pop(container_id, None)
+        if "not running" in lowered or "stopped" in lowered or "paused" in lowered:
+            raise SandboxError("the sandbox is not running")
+        raise SandboxError(f"the runtime refused the process: {reason}")
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path) as config:
+        loaded: dict[str, Any] = json.load(config)
+    return loaded
+
+
+async def _read_in_sandbox(pid: int, path: str) -> str:
+    try:
+        return (await _hostns.read_file_in_root(pid, path)).decode(errors="replace")
+    except OSError:
+        return ""

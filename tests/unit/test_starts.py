@@ -1,0 +1,104 @@
+"""Process starts: bounded, and served round-robin over sandboxes and connections."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sandbox_ssh._session.starts import StartScheduler
+
+
+async def _record_order(scheduler: StartScheduler, requests: list[tuple[str, str]]) -> list[str]:
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def start(label: str) -> None:
+        order.append(label)
+        await gate.wait()
+
+    async def blocker() -> None:
+        await scheduler.run("busy", "holder", gate.wait)
+
+    holder = asyncio.ensure_future(blocker())
+    await asyncio.sleep(0)
+    tasks = []
+    for sandbox, connection in requests:
+        label = f"{sandbox}/{connection}"
+        tasks.append(
+            asyncio.ensure_future(
+                scheduler.run(sandbox, connection, lambda label=label: start(label))  # type: ignore[misc]
+            )
+        )
+        await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(holder, *tasks)
+    return order
+
+
+def test_one_busy_connection_does_not_starve_the_others() -> None:
+    scheduler = StartScheduler(concurrency=1)
+    requests = [("s", "busy")] * 4 + [("s", "new")]
+    order = asyncio.run(_record_order(scheduler, requests))
+    # The newcomer goes second, not fifth.
+    assert order == ["s/busy", "s/new", "s/busy", "s/busy", "s/busy"]
+
+
+def test_one_busy_sandbox_does_not_starve_another() -> None:
+    scheduler = StartScheduler(concurrency=1)
+    requests = [("busy", f"c{i}") for i in range(4)] + [("quiet", "c9")]
+    order = asyncio.run(_record_order(scheduler, requests))
+    assert order[:2] == ["busy/c0", "quiet/c9"]
+
+
+def test_concurrency_is_bounded() -> None:
+    async def scenario() -> int:
+        scheduler = StartScheduler(concurrency=3)
+        running = peak = 0
+
+        async def start() -> None:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.001)
+            running -= 1
+
+        await asyncio.gather(*(scheduler.run("s", f"c{i % 5}", start) for i in range(40)))
+        assert scheduler.running == 0 and scheduler.waiting == 0
+        return peak
+
+    assert asyncio.run(scenario()) == 3
+
+
+def test_a_cancelled_waiter_gives_its_turn_away() -> None:
+    async def scenario() -> None:
+        scheduler = StartScheduler(concurrency=1)
+        gate = asyncio.Event()
+        first = asyncio.ensure_future(scheduler.run("s", "a", gate.wait))
+        await asyncio.sleep(0)
+        waiter = asyncio.ensure_future(scheduler.run("s", "b", gate.wait))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert scheduler.waiting == 0
+        gate.set()
+        await first
+        # The slot is free again: a new start runs at once.
+        assert await scheduler.run("s", "c", lambda: asyncio.sleep(0, "ran")) == "ran"
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_start_releases_its_slot() -> None:
+    async def scenario() -> None:
+        scheduler = StartScheduler(concurrency=1)
+
+        async def fail() -> None:
+            raise RuntimeError("refused")
+
+        with pytest.raises(RuntimeError):
+            await scheduler.run("s", "a", fail)
+        assert scheduler.running == 0
+
+    asyncio.run(scenario())
