@@ -106,6 +106,7 @@ kill -KILL $left 2>/dev/null
 exit 0
 """
 
+
 def pid_report_argv(argv: Sequence[str]) -> list[str]:
     return ["/bin/sh", "-c", PID_REPORT_SCRIPT, "sandbox-ssh", *argv]
 
