@@ -130,6 +130,34 @@ class ExitSignalReporter(Protocol):
         """After ``wait()``: the signal that killed the process, or None if it exited."""
 
 
+OutputSink = Callable[[OutputStream, bytes], bool]
+
+
+@runtime_checkable
+class DirectStdio(Protocol):
+    """Optional capability of a SandboxProcess whose stdio the event loop reaches directly.
+
+    A keystroke and its echo then cross the gateway in one callback each way,
+    with no task switch in between; everything else still goes through
+    ``write_stdin`` and ``read_output``.
+    """
+
+    def write_stdin_nowait(self, data: bytes) -> int:
+        """Write what stdin takes now without waiting; returns how much that was.
+
+        Once stdin is closed (by the process or by ``close_stdin``), the data is
+        dropped and its whole length returned, as ``write_stdin`` would do.
+        """
+
+    def deliver_output(self, sink: OutputSink | None) -> None:
+        """Hand output to ``sink(stream, data)`` as it arrives while none is queued.
+
+        When ``sink`` returns False, or for ``None``, output is queued for
+        ``read_output`` again until the next call. ``read_output`` still
+        returns None only once all output ended.
+        """
+
+
 @runtime_checkable
 class PreparedProvider(Protocol):
     """Optional provider capability: checks and set-up done once, when the server starts.
@@ -235,9 +263,11 @@ __all__ = [
     "AuthorizedKeysSource",
     "BoundListener",
     "ConnectionTracker",
+    "DirectStdio",
     "EnvVarFetcher",
     "ExitSignal",
     "ExitSignalReporter",
+    "OutputSink",
     "OutputStream",
     "PreparedProvider",
     "ProcessSpec",

@@ -19,6 +19,7 @@ from ._session.resolve import Hooks
 from ._session.starts import StartScheduler
 from ._ssh.connection import GatewayConnection, GatewayState
 from ._ssh.hostkey import load_host_key, load_or_create_host_key
+from ._ssh.internals import use_fast_chacha
 from ._ssh.limits import SourceGuard
 from .config import (
     Config,
@@ -111,6 +112,7 @@ class Server:
             )
         if isinstance(self.config.sandbox_provider, PreparedProvider):
             await self.config.sandbox_provider.prepare()
+        use_fast_chacha()
         host_keys = [load_or_create_host_key(self.config.host_key_path)]
         host_keys += [load_host_key(path) for path in self.config.extra_host_key_paths]
         self._stopped.clear()

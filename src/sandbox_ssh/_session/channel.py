@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..hooks import (
+    DirectStdio,
     ExitSignal,
     ExitSignalReporter,
     OutputStream,
@@ -51,6 +52,9 @@ class ChannelOutput(Protocol):
 
     async def drain(self) -> None:
         """Return once the client's window has room again."""
+
+    def writable(self) -> bool:
+        """Whether the client's window has room now."""
 
     def pause_input(self) -> None: ...
 
@@ -119,8 +123,12 @@ class SessionChannel:
         self._client_env_bytes = 0
         self._mode: login.Mode | None = None
         self._process: SandboxProcess | None = None
+        # The process, when its stdio can be reached without a task switch (checked once:
+        # isinstance against a Protocol is slow).
+        self._direct: DirectStdio | None = None
         self._stdin: collections.deque[bytes | None] = collections.deque()
         self._stdin_bytes = 0
+        self._stdin_writing = False
         self._stdin_ready = asyncio.Event()
         self._input_paused = False
         self._pending_size: TerminalSize | None = None
@@ -207,6 +215,12 @@ class SessionChannel:
     # Traffic and events while it runs.
 
     def feed_stdin(self, data: bytes) -> None:
+        process = self._direct
+        if process is not None and not self._stdin and not self._stdin_writing:
+            # Nothing queued or in flight: write now, in this callback (a keystroke's path).
+            data = data[process.write_stdin_nowait(data) :]
+            if not data:
+                return
         self._stdin.append(data)
         self._stdin_bytes += len(data)
         self._stdin_ready.set()
@@ -270,6 +284,7 @@ class SessionChannel:
             self._output.exit(255)
             return
         self._process = process
+        self._direct = process if isinstance(process, DirectStdio) else None
         if self._closed:
             self._spawn(self._hang_up(process, running=True))
             return
@@ -321,10 +336,21 @@ class SessionChannel:
         return ProcessSpec(argv=argv, env=env, user=user, terminal=terminal)
 
     async def _pump_output(self, process: SandboxProcess) -> None:
-        while (chunk := await process.read_output()) is not None:
+        direct = self._direct
+        while True:
+            if direct is not None:
+                direct.deliver_output(self._deliver)
+            chunk = await process.read_output()
+            if chunk is None:
+                return
             stream, data = chunk
             self._output.write(data, stream)
             await self._output.drain()
+
+    def _deliver(self, stream: OutputStream, data: bytes) -> bool:
+        """Output straight from the process's descriptor; False once the client's window is full."""
+        self._output.write(data, stream)
+        return self._output.writable()
 
     async def _pump_stdin(self, process: SandboxProcess) -> None:
         while True:
@@ -339,7 +365,11 @@ class SessionChannel:
             if self._input_paused and self._stdin_bytes < _STDIN_LOW_WATER:
                 self._input_paused = False
                 self._output.resume_input()
-            await process.write_stdin(data)
+            self._stdin_writing = True
+            try:
+                await process.write_stdin(data)
+            finally:
+                self._stdin_writing = False
 
     async def _apply_resizes(self) -> None:
         try:

@@ -15,6 +15,8 @@ from typing import Any
 import asyncssh
 from asyncssh.public_key import decode_ssh_certificate, decode_ssh_public_key
 
+from .internals import wrap_validate_public_key
+
 log = logging.getLogger("sandbox_ssh.auth")
 
 MAX_AUTH_ATTEMPTS = 6
@@ -48,25 +50,30 @@ def limit_auth_attempts(
     asyncssh has no such limit; every publickey attempt, query or signed, goes
     through the connection's validate_public_key, which is wrapped here.
     """
-    original: Callable[..., Awaitable[bool]] = conn.validate_public_key
     failures = 0
 
-    async def counted(username: str, key_data: bytes, msg: bytes, signature: bytes) -> bool:
-        nonlocal failures
-        accepted = await original(username, key_data, msg, signature)
-        if accepted:
-            if msg:  # only a verified signature binds the identity
-                on_success(_fingerprint(key_data))
-            return True
-        failures += 1
-        on_failure(_fingerprint(key_data))
-        if failures >= MAX_AUTH_ATTEMPTS:
-            raise asyncssh.DisconnectError(
-                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures"
-            )
-        return False
+    def counting(
+        original: Callable[..., Awaitable[bool]],
+    ) -> Callable[..., Awaitable[bool]]:
+        async def counted(username: str, key_data: bytes, msg: bytes, signature: bytes) -> bool:
+            nonlocal failures
+            accepted = await original(username, key_data, msg, signature)
+            if accepted:
+                if msg:  # only a verified signature binds the identity
+                    on_success(_fingerprint(key_data))
+                return True
+            failures += 1
+            on_failure(_fingerprint(key_data))
+            if failures >= MAX_AUTH_ATTEMPTS:
+                raise asyncssh.DisconnectError(
+                    asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                    "Too many authentication failures",
+                )
+            return False
 
-    conn.validate_public_key = counted  # type: ignore[method-assign]
+        return counted
+
+    wrap_validate_public_key(conn, counting)
 
 
 def _fingerprint(key_data: bytes) -> str:

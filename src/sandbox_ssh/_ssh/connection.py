@@ -29,8 +29,8 @@ from ..hooks import ConnectionTracker, Release
 from ..tracking import InMemoryConnectionTracker
 from . import forwarding
 from .auth import limit_auth_attempts, parse_authorized_keys
+from .internals import coalesce_writes, skip_cbc_ignore_padding
 from .limits import SourceGuard
-from .packets import skip_cbc_ignore_padding
 from .session import SSHChannelAdapter
 from .traffic import TrafficCounter
 
@@ -105,6 +105,7 @@ class GatewayConnection(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         skip_cbc_ignore_padding(conn)
+        coalesce_writes(conn)
         self._peer = _address(conn.get_extra_info("peername"))
         self._local = _address(conn.get_extra_info("sockname"))
         self._audit.context["remote"] = f"{self._peer[0]}:{self._peer[1]}"

@@ -11,6 +11,7 @@ import asyncssh
 from .._session import login
 from .._session.channel import SessionChannel
 from ..hooks import ExitSignal, OutputStream, TerminalSize
+from .internals import answer_deferred_request, round_trip
 
 _MAX_TERMINAL_DIMENSION = 10_000
 
@@ -54,6 +55,9 @@ class SSHChannelAdapter(asyncssh.SSHServerSession[bytes]):
 
     async def drain(self) -> None:
         await self._writable.wait()
+
+    def writable(self) -> bool:
+        return self._writable.is_set()
 
     def pause_input(self) -> None:
         if self._chan is not None:
@@ -108,7 +112,7 @@ class SSHChannelAdapter(asyncssh.SSHServerSession[bytes]):
         assert self._session is not None
         self._mode = (login.Mode.DIRECT, None)
         # Whether the sandbox has the subsystem is only known after asking it. asyncssh
-        # defers the reply when this returns None, until _report_response is called.
+        # defers the reply when this returns None, until it is answered.
         self._subsystem_task = asyncio.ensure_future(self._answer_subsystem(subsystem))
         return None
 
@@ -122,7 +126,7 @@ class SSHChannelAdapter(asyncssh.SSHServerSession[bytes]):
             return
         if not accepted:
             await self._flush_to_client()
-        self._chan._report_response(accepted)
+        answer_deferred_request(self._chan, accepted)
 
     async def _flush_to_client(self) -> None:
         """Wait for one round trip, so the client has printed our stderr before the refusal.
@@ -132,7 +136,7 @@ class SSHChannelAdapter(asyncssh.SSHServerSession[bytes]):
         """
         assert self._chan is not None
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._chan.get_connection()._make_keepalive_request(), 2)
+            await asyncio.wait_for(round_trip(self._chan.get_connection()), 2)
 
     def session_started(self) -> None:
         assert self._session is not None and self._chan is not None

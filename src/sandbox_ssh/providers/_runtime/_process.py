@@ -17,7 +17,7 @@ import signal
 import struct
 import termios
 
-from ...hooks import ExitSignal, OutputStream, SandboxError, TerminalSize
+from ...hooks import ExitSignal, OutputSink, OutputStream, SandboxError, TerminalSize
 from ._launcher import ExitInfo, Launched, RuntimeLauncher
 
 _READ_SIZE = 1 << 18
@@ -97,8 +97,13 @@ class _Output:
         self.size = 0
         self.paused = False
         self.ready = asyncio.Event()
+        self.sink: OutputSink | None = None
 
     def push(self, stream: OutputStream, data: bytes) -> None:
+        if self.sink is not None and not self.chunks:
+            if not self.sink(stream, data):
+                self.sink = None
+            return
         self.chunks.append((stream, data))
         self.size += len(data)
         if self.size > _OUTPUT_HIGH_WATER and not self.paused:
@@ -130,7 +135,8 @@ class _Output:
 
 
 class RuntimeProcess:
-    """Implements :class:`sandbox_ssh.hooks.SandboxProcess` and ``ExitSignalReporter``."""
+    """Implements :class:`sandbox_ssh.hooks.SandboxProcess`, ``ExitSignalReporter`` and
+    ``DirectStdio``."""
 
     def __init__(self, launcher: RuntimeLauncher, launched: Launched) -> None:
         self._launcher = launcher
@@ -159,6 +165,20 @@ class RuntimeProcess:
     @property
     def tty(self) -> bool:
         return self._master is not None
+
+    def write_stdin_nowait(self, data: bytes) -> int:
+        if not self._stdin_open or self._stdin is None:
+            return len(data)
+        try:
+            return os.write(self._stdin, data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            self._stdin_open = False
+            return len(data)
+
+    def deliver_output(self, sink: OutputSink | None) -> None:
+        self._output.sink = sink
 
     async def write_stdin(self, data: bytes) -> None:
         view = memoryview(data)

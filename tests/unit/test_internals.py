@@ -1,0 +1,156 @@
+"""The asyncssh internals the gateway patches, each pinned to the installed asyncssh."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from typing import Any, cast
+
+import asyncssh
+import asyncssh.channel
+import asyncssh.connection
+import asyncssh.encryption
+import pytest
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE
+from asyncssh.crypto import ChachaCipher
+
+from sandbox_ssh._ssh.chacha import FastChachaCipher
+from sandbox_ssh._ssh.internals import (
+    coalesce_writes,
+    is_cbc,
+    skip_cbc_ignore_padding,
+    use_fast_chacha,
+)
+
+
+class RecordingConnection:
+    def __init__(self, cipher: str) -> None:
+        self.cipher = cipher
+        self.sent: list[int] = []
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.cipher if name == "send_cipher" else default
+
+    def send_packet(self, pkttype: int, *args: bytes, **kwargs: Any) -> None:
+        self.sent.append(pkttype)
+
+
+def send_three(conn: RecordingConnection) -> list[int]:
+    skip_cbc_ignore_padding(cast(asyncssh.SSHServerConnection, conn))
+    conn.send_packet(MSG_IGNORE, b"\x00\x00\x00\x00")
+    conn.send_packet(MSG_CHANNEL_DATA, b"\x00\x00\x00\x01", b"\x00\x00\x00\x01x")
+    conn.send_packet(MSG_IGNORE, b"\x00\x00\x00\x03abc")  # a deliberate IGNORE stays
+    return conn.sent
+
+
+def test_only_the_empty_ignore_is_dropped() -> None:
+    assert send_three(RecordingConnection("chacha20-poly1305@openssh.com")) == [
+        MSG_CHANNEL_DATA,
+        MSG_IGNORE,
+    ]
+
+
+def test_cbc_keeps_its_ignore_padding() -> None:
+    assert send_three(RecordingConnection("aes128-cbc")) == [
+        MSG_IGNORE,
+        MSG_CHANNEL_DATA,
+        MSG_IGNORE,
+    ]
+
+
+def test_cbc_names() -> None:
+    assert is_cbc("aes256-cbc") and is_cbc("rijndael-cbc@lysator.liu.se")
+    assert not is_cbc("aes128-ctr") and not is_cbc("aes128-gcm@openssh.com")
+    assert not is_cbc("")
+
+
+# --- Every asyncssh internal the gateway relies on, pinned to the installed asyncssh.
+
+
+def test_the_internals_used_still_exist() -> None:
+    connection = asyncssh.connection.SSHConnection
+    assert callable(connection._send)  # coalesce_writes
+    assert "self._send(packet + mac)" in inspect.getsource(connection.send_packet)
+    assert "self._transport" in inspect.getsource(connection._send)
+    assert "ChachaCipher(key)" in inspect.getsource(asyncssh.encryption.ChachaEncryption.new)
+    assert list(inspect.signature(asyncssh.channel.SSHChannel._report_response).parameters) == [
+        "self",
+        "result",
+    ]
+    assert inspect.iscoroutinefunction(connection._make_keepalive_request)
+    server = asyncssh.connection.SSHServerConnection
+    assert list(inspect.signature(server.validate_public_key).parameters) == [
+        "self",
+        "username",
+        "key_data",
+        "msg",
+        "signature",
+    ]
+
+
+def test_fast_chacha_is_what_new_keys_get() -> None:
+    use_fast_chacha()
+    encryption = asyncssh.encryption.ChachaEncryption.new("chacha20-poly1305", os.urandom(64), b"")
+    assert isinstance(encryption._cipher, FastChachaCipher)
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 4096, 32768 + 13])
+def test_fast_chacha_interoperates_with_asyncssh_byte_for_byte(size: int) -> None:
+    key, nonce = os.urandom(64), os.urandom(8)
+    ours, theirs = FastChachaCipher(key), ChachaCipher(key)
+    header, data = os.urandom(4), os.urandom(size)
+    assert ours.encrypt_and_sign(header, data, nonce) == theirs.encrypt_and_sign(
+        header, data, nonce
+    )
+    sealed, tag = ours.encrypt_and_sign(header, data, nonce)
+    assert theirs.verify_and_decrypt(sealed[:4], sealed[4:], nonce, tag) == data
+    assert ours.verify_and_decrypt(sealed[:4], sealed[4:], nonce, tag) == data
+    assert ours.decrypt_header(sealed[:4], nonce) == header
+    forged = bytes([tag[0] ^ 1]) + tag[1:]
+    assert ours.verify_and_decrypt(sealed[:4], sealed[4:], nonce, forged) is None
+
+
+def test_coalesced_writes_deliver_everything_in_order_with_fewer_writes() -> None:
+    async def scenario() -> tuple[bytes, int, int]:
+        writes: list[int] = []
+        packets = 0
+
+        class Server(asyncssh.SSHServer):
+            def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+                nonlocal packets
+                skip_cbc_ignore_padding(conn)
+                coalesce_writes(conn)
+                transport: Any = conn._transport
+                original = transport.writelines
+
+                def counted(batch: list[bytes]) -> None:
+                    writes.append(len(batch))
+                    original(batch)
+
+                transport.writelines = counted
+
+            def begin_auth(self, username: str) -> bool:
+                return False
+
+        async def handler(process: asyncssh.SSHServerProcess[bytes]) -> None:
+            process.stdout.write(bytes(range(256)) * 1024)  # 256 KiB: several packets
+            process.exit(0)
+
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        server = await asyncssh.create_server(
+            Server, "127.0.0.1", 0, server_host_keys=[key], process_factory=handler, encoding=None
+        )
+        port = server.sockets[0].getsockname()[1]
+        async with asyncssh.connect(
+            "127.0.0.1", port, username="x", known_hosts=None, encoding=None
+        ) as conn:
+            result = await conn.run("anything")
+        server.close()
+        await server.wait_closed()
+        packets = sum(writes)
+        return cast(bytes, result.stdout), len(writes), packets
+
+    output, write_calls, packets = asyncio.run(scenario())
+    assert output == bytes(range(256)) * 1024
+    assert write_calls < packets  # several packets per write
