@@ -270,6 +270,13 @@ def main() -> None:
     help="Live connections per session ID.",
 )
 @click.option(
+    "--max-concurrent-starts",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Process starts run at once; more wait their turn, round-robin over sandboxes and "
+    "connections. [default: 2 per CPU, at least 4]",
+)
+@click.option(
     "--client-alive-interval",
     default=0.0,
     show_default=True,
@@ -380,6 +387,7 @@ def serve(
     max_sessions: int,
     max_startups: int,
     max_connections_per_session: int,
+    max_concurrent_starts: int | None,
     client_alive_interval: float,
     client_alive_count_max: int,
     max_connections_per_minute: int,
@@ -452,6 +460,7 @@ def serve(
         max_sessions=max_sessions,
         max_startups=max_startups,
         max_connections_per_session=max_connections_per_session,
+        max_concurrent_starts=max_concurrent_starts,
         client_alive_interval=client_alive_interval,
         client_alive_count_max=client_alive_count_max,
         audit_sink=AuditLog(audit_log) if audit_log else None,

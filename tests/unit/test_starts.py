@@ -44,6 +44,40 @@ def test_one_busy_connection_does_not_starve_the_others() -> None:
     assert order == ["s/busy", "s/new", "s/busy", "s/busy", "s/busy"]
 
 
+def test_a_newcomer_goes_before_connections_already_served() -> None:
+    async def scenario() -> list[str]:
+        scheduler = StartScheduler(concurrency=1)
+        order: list[str] = []
+        release: asyncio.Queue[None] = asyncio.Queue()
+
+        async def start(name: str) -> None:
+            order.append(name)
+            await release.get()
+
+        def request(name: str) -> asyncio.Future[None]:
+            return asyncio.ensure_future(scheduler.run("s", name, lambda: start(name)))
+
+        async def step(count: int) -> None:
+            release.put_nowait(None)
+            while len(order) < count:
+                await asyncio.sleep(0)
+
+        tasks = [request(name) for name in ("x", "a", "a", "a", "b", "b", "b")]
+        while not order:
+            await asyncio.sleep(0)
+        for count in (2, 3, 4):
+            await step(count)
+        tasks.append(request("c"))
+        for count in range(5, 9):
+            await step(count)
+        release.put_nowait(None)
+        await asyncio.gather(*tasks)
+        return order
+
+    # a and b take turns; c, arriving late, goes next instead of after their backlog.
+    assert asyncio.run(scenario()) == ["x", "a", "b", "a", "c", "b", "a", "b"]
+
+
 def test_one_busy_sandbox_does_not_starve_another() -> None:
     scheduler = StartScheduler(concurrency=1)
     requests = [("busy", f"c{i}") for i in range(4)] + [("quiet", "c9")]

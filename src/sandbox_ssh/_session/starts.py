@@ -4,8 +4,10 @@ Starting a process costs the runtime tens of milliseconds of CPU (a runc
 exec, or dockerd's exec create and start), so a burst of hundreds of starts
 is a queue. Served first come, first served, one connection opening many
 sessions, or one busy sandbox, would make everybody else wait behind it.
-So waiting starts are served round-robin: over sandboxes first, then over
-the connections of a sandbox, then in order within a connection.
+So waiting starts are served round-robin over sandboxes; within a sandbox,
+the connection that has been served least in its current backlog goes next
+(a newcomer first, then the others in turn), and a connection's own starts
+go in order.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class StartScheduler:
         self.concurrency = concurrency or default_concurrency()
         self._running = 0
         self._waiting: collections.OrderedDict[str, _Queue] = collections.OrderedDict()
+        # Starts granted to each connection that still has some waiting.
+        self._served: collections.Counter[str] = collections.Counter()
 
     @property
     def running(self) -> int:
@@ -73,6 +77,7 @@ class StartScheduler:
         queue.remove(granted)
         if not queue:
             del connections[connection]
+            self._served.pop(connection, None)
         if not connections:
             del self._waiting[sandbox]
 
@@ -88,12 +93,15 @@ class StartScheduler:
     def _next(self) -> asyncio.Future[None] | None:
         while self._waiting:
             sandbox, connections = next(iter(self._waiting.items()))
-            connection, queue = next(iter(connections.items()))
+            # The least served connection; among equals, the one waiting longest.
+            connection = min(connections, key=lambda name: self._served[name])
+            queue = connections[connection]
             granted = queue.popleft()
             if queue:
-                connections.move_to_end(connection)
+                self._served[connection] += 1
             else:
                 del connections[connection]
+                self._served.pop(connection, None)
             if connections:
                 self._waiting.move_to_end(sandbox)
             else:
