@@ -41,6 +41,10 @@ MAX_CLIENT_ENV_BYTES = 256 * 1024
 # Stop granting the client SSH window while this much stdin waits for the sandbox.
 _STDIN_HIGH_WATER = 1 << 20
 _STDIN_LOW_WATER = 1 << 18
+# Input up to this size (keystrokes, short lines) is written in the callback that
+# received it; bulk input goes through the pump, which writes whole chunks. It is
+# PIPE_BUF, so a pipe takes such a write whole or not at all.
+_DIRECT_STDIN_MAX = 4096
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -216,7 +220,12 @@ class SessionChannel:
 
     def feed_stdin(self, data: bytes) -> None:
         process = self._direct
-        if process is not None and not self._stdin and not self._stdin_writing:
+        if (
+            process is not None
+            and len(data) <= _DIRECT_STDIN_MAX
+            and not self._stdin
+            and not self._stdin_writing
+        ):
             # Nothing queued or in flight: write now, in this callback (a keystroke's path).
             data = data[process.write_stdin_nowait(data) :]
             if not data:
