@@ -842,6 +842,13 @@ def main() -> None:
             for name in WORKLOADS:
                 if name in chosen:
                     runs[name]()
+        except Exception:
+            for log in sorted(Path(workdir).glob("gateway-*.log")):
+                print(
+                    f"--- {log.name} (last lines) ---\n"
+                    + "".join(log.read_text().splitlines(True)[-15:])
+                )
+            raise
         finally:
             bench.cleanup()
         print_table(bench)

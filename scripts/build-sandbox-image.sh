@@ -3,9 +3,9 @@
 # (no image registry needed), and cache it by tag: a second run is a no-op.
 set -euo pipefail
 
-TAG="${1:-sandbox-ssh/sandbox:bookworm-1}"
+TAG="${1:-sandbox-ssh/sandbox:bookworm-2}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-PACKAGES="bash,coreutils,procps,openssh-sftp-server,openssh-server,rsync,socat,python3-minimal,ca-certificates"
+PACKAGES="bash,coreutils,procps,openssh-sftp-server,openssh-server,rsync,socat,python3,git,ca-certificates"
 
 if docker image inspect "$TAG" >/dev/null 2>&1; then
     echo "image $TAG is cached"

@@ -6,7 +6,7 @@ source "$(dirname "$0")/_setup.sh"
 install_system_packages
 install_python_package "[speed]"
 start_dockerd
-IMAGE=sandbox-ssh/sandbox:bookworm-1
+IMAGE=sandbox-ssh/sandbox:bookworm-2
 "$REPO_ROOT/scripts/build-sandbox-image.sh" "$IMAGE"
 
 SESSION="${1:-demo}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Bumped whenever the image's package list changes.
-SANDBOX_IMAGE = "sandbox-ssh/sandbox:bookworm-1"
+SANDBOX_IMAGE = "sandbox-ssh/sandbox:bookworm-2"
 _APT_UPDATED = False
 
 # Debian package that provides each command the suite runs.

@@ -49,27 +49,27 @@ def test_a_newcomer_goes_before_connections_already_served() -> None:
         scheduler = StartScheduler(concurrency=1)
         order: list[str] = []
         release: asyncio.Queue[None] = asyncio.Queue()
+        started: asyncio.Queue[str] = asyncio.Queue()
 
         async def start(name: str) -> None:
             order.append(name)
+            started.put_nowait(name)
             await release.get()
 
         def request(name: str) -> asyncio.Future[None]:
             return asyncio.ensure_future(scheduler.run("s", name, lambda: start(name)))
 
-        async def step(count: int) -> None:
-            release.put_nowait(None)
-            while len(order) < count:
-                await asyncio.sleep(0)
+        async def step() -> None:
+            release.put_nowait(None)  # the running start ends; the next one is chosen
+            await started.get()
 
         tasks = [request(name) for name in ("x", "a", "a", "a", "b", "b", "b")]
-        while not order:
-            await asyncio.sleep(0)
-        for count in (2, 3, 4):
-            await step(count)
+        await started.get()
+        for _ in range(3):
+            await step()
         tasks.append(request("c"))
-        for count in range(5, 9):
-            await step(count)
+        for _ in range(4):
+            await step()
         release.put_nowait(None)
         await asyncio.gather(*tasks)
         return order

@@ -1,9 +1,10 @@
 """asyncssh's forwarding callbacks, served with sockets that live inside the sandbox.
 
 Returning True from these callbacks would make asyncssh dial or listen on the
-gateway host itself; every path here hands asyncssh a socket the session logic
-got from the sandbox, and bridges it with asyncssh's own flow-controlled
-forwarders (half-close and early bytes included).
+gateway host itself; every path here takes a socket the session logic got from
+the sandbox and relays it to the channel with ``relay.Relay`` (half-close,
+flow control and early bytes included), not asyncssh's SSHForwarder, which can
+lose the close after a half-close.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import asyncssh
-from asyncssh.forward import SSHForwarder, SSHLocalPathForwarder, SSHLocalPortForwarder
 
 from .._session.forwarding import Forwarding, ForwardingRefused
 from ..hooks import BoundListener
+from .relay import Relay
 
 log = logging.getLogger("sandbox_ssh.forwarding")
 
@@ -34,14 +35,15 @@ def _open_error(refusal: ForwardingRefused) -> asyncssh.ChannelOpenError:
 
 
 async def _bridge(sock: socket.socket) -> Any:
-    """SSHForwarder plays both asyncssh's session and asyncio's protocol."""
+    """The channel half of a relay whose socket half is ``sock``."""
+    relay = Relay()
     loop = asyncio.get_running_loop()
     try:
-        _, peer = await loop.create_connection(SSHForwarder, sock=sock)
+        await loop.create_connection(lambda: relay.socket_side, sock=sock)
     except OSError as error:
         sock.close()
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(error)) from None
-    return SSHForwarder(peer)
+    return relay.channel_side
 
 
 async def open_direct_tcp(
@@ -85,14 +87,26 @@ class SandboxListener(asyncssh.SSHListener):
             await self._server.wait_closed()
 
 
-Tunnel = Callable[..., Awaitable[Any]]
-
-
 async def _serve(
-    bound: BoundListener, make_protocol: Callable[[], asyncio.BaseProtocol]
+    bound: BoundListener, open_channel: Callable[[Relay, asyncio.Transport], Awaitable[Any]]
 ) -> asyncio.AbstractServer:
+    """Accept on ``bound``; each connection gets a relay and a channel to the client."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(make_protocol, sock=bound.sock)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def connect(relay: Relay, transport: asyncio.Transport) -> None:
+        try:
+            await open_channel(relay, transport)
+        except (OSError, asyncssh.Error) as error:
+            log.info("remote forward: the client refused the channel: %s", error)
+            relay.close()
+
+    def start_channel(relay: Relay, transport: asyncio.Transport) -> None:
+        task = asyncio.ensure_future(connect(relay, transport))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return await loop.create_server(lambda: Relay(start_channel).socket_side, sock=bound.sock)
 
 
 async def listen_tcp(
@@ -105,14 +119,14 @@ async def listen_tcp(
         return False
     bound_port = int(bound.sock.getsockname()[1])
 
-    async def tunnel(
-        session_factory: Callable[[], SSHForwarder], orig_host: str, orig_port: int
-    ) -> Any:
+    async def open_channel(relay: Relay, transport: asyncio.Transport) -> None:
+        peer = transport.get_extra_info("peername") or ("", 0)
         # Reported to the client with the host it asked for and the port actually bound.
-        factory = cast(Callable[[], asyncssh.SSHTCPSession[bytes]], session_factory)
-        return await conn.create_connection(factory, host, bound_port, orig_host, orig_port)
+        await conn.create_connection(
+            lambda: relay.channel_side, host, bound_port, str(peer[0]), int(peer[1])
+        )
 
-    server = await _serve(bound, lambda: SSHLocalPortForwarder(conn, tunnel))
+    server = await _serve(bound, open_channel)
     return SandboxListener(bound, server, bound_port)
 
 
@@ -125,9 +139,8 @@ async def listen_unix(
         log.info("streamlocal-forward on %s refused: %s", path, refusal)
         return False
 
-    async def tunnel(session_factory: Callable[[], SSHForwarder]) -> Any:
-        factory = cast(Callable[[], asyncssh.SSHUNIXSession[bytes]], session_factory)
-        return await conn.create_unix_connection(factory, path)
+    async def open_channel(relay: Relay, transport: asyncio.Transport) -> None:
+        await conn.create_unix_connection(lambda: relay.channel_side, path)
 
-    server = await _serve(bound, lambda: SSHLocalPathForwarder(conn, tunnel))
+    server = await _serve(bound, open_channel)
     return SandboxListener(bound, server, 0)
