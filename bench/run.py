@@ -352,26 +352,40 @@ def best_rate(size: int, durations: Sequence[float]) -> float:
     return size / MB / min(durations)
 
 
+def interleaved(
+    targets: list[Target], repeats: int, run: Callable[[Target], float | None]
+) -> dict[str, list[float]]:
+    """Run each target once per round, round after round, so that drift hits all alike."""
+    durations: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for target in targets:
+            duration = run(target)
+            if duration is not None:
+                durations.setdefault(target.name, []).append(duration)
+    return durations
+
+
 def workload_throughput(bench: Bench, targets: list[Target], size: int, repeats: int) -> None:
     for cipher in (None, AES):
         label = "default cipher" if cipher is None else "aes128-gcm"
-        figures: dict[str, float | None] = {}
-        for target in targets:
+
+        def download(target: Target, cipher: str | None = cipher) -> float | None:
             if cipher and target.name == "docker":
-                continue
-            argv = target.argv(f"head -c {size} /dev/zero", cipher=cipher)
-            figures[target.name] = best_rate(size, [timed(argv) for _ in range(repeats)])
-        bench.record(f"download MB/s ({label})", "MB/s", figures, "higher")
-        figures = {}
-        for target in targets:
+                return None
+            return timed(target.argv(f"head -c {size} /dev/zero", cipher=cipher))
+
+        def upload(target: Target, cipher: str | None = cipher) -> float | None:
             if cipher and target.name == "docker":
-                continue
+                return None
             argv = target.argv("cat > /dev/null", cipher=cipher, stdin=True)
-            pipeline = f"head -c {size} /dev/zero | {shlex.join(argv)}"
-            figures[target.name] = best_rate(
-                size, [timed([], shell=pipeline) for _ in range(repeats)]
-            )
-        bench.record(f"upload MB/s ({label})", "MB/s", figures, "higher")
+            return timed([], shell=f"head -c {size} /dev/zero | {shlex.join(argv)}")
+
+        for direction, run in (("download", download), ("upload", upload)):
+            durations = interleaved(targets, repeats, run)
+            figures: dict[str, float | None] = {
+                name: best_rate(size, values) for name, values in durations.items()
+            }
+            bench.record(f"{direction} MB/s ({label})", "MB/s", figures, "higher")
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -446,9 +460,8 @@ def workload_sftp(bench: Bench, targets: list[Target], size: int, repeats: int) 
     local = bench.workdir / "sftp-put.bin"
     with local.open("wb") as handle:
         handle.truncate(size)
-    for target in targets:
-        if target.sftp_argv is None:
-            continue
+    sftp_targets = [t for t in targets if t.sftp_argv is not None]
+    for target in sftp_targets:
         container = (
             bench.gateway_container if target.name in GATEWAY_PATHS else bench.sshd_container
         )
@@ -457,18 +470,19 @@ def workload_sftp(bench: Bench, targets: list[Target], size: int, repeats: int) 
         ("get", f"get /tmp/sftp-get.bin {bench.workdir}/sftp-got.bin\n"),
         ("put", f"put {local} /tmp/sftp-put.bin\n"),
     ):
-        figures: dict[str, float | None] = {}
-        for target in targets:
-            if target.sftp_argv is None:
-                continue
-            durations = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                subprocess.run(
-                    target.sftp_argv(), input=commands.encode(), check=True, capture_output=True
-                )
-                durations.append(time.perf_counter() - started)
-            figures[target.name] = best_rate(size, durations)
+
+        def transfer(target: Target, commands: str = commands) -> float:
+            assert target.sftp_argv is not None
+            started = time.perf_counter()
+            subprocess.run(
+                target.sftp_argv(), input=commands.encode(), check=True, capture_output=True
+            )
+            return time.perf_counter() - started
+
+        durations = interleaved(sftp_targets, repeats, transfer)
+        figures: dict[str, float | None] = {
+            name: best_rate(size, values) for name, values in durations.items()
+        }
         bench.record(f"sftp {direction} MB/s", "MB/s", figures, "higher")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..conftest import GatewayFactory
 from ..support.containers import Containers
+from ..support.ssh import SSHClient
 
 
 class StaticEnv:
@@ -137,3 +138,17 @@ def test_missing_home_falls_back_to_root_dir_with_a_notice(
         result.stderr
         == b"Could not chdir to home directory /home/gone: No such file or directory\n"
     )
+
+
+def test_the_ssh_users_home_is_the_session_users(ssh: SSHClient, containers: Containers) -> None:
+    # The SSH username is the session ID, not a sandbox user: ~SESSION means the session
+    # user's home (Ansible asks for it), unless the sandbox really has a user of that name.
+    sandbox = containers.start(user="dev")
+    session = sandbox.session_id
+    result = ssh.run(session, f"echo ~{session} ~{session}/x; /bin/sh -c 'echo ~{session}'")
+    assert result.stdout == b"/home/dev /home/dev/x\n/home/dev\n"
+    named = containers.start(user="dev")
+    named.exec(
+        "sh", "-c", f"echo '{named.session_id}:x:2000:2000::/srv/named:/bin/sh' >> /etc/passwd"
+    )
+    assert ssh.run(named.session_id, f"echo ~{named.session_id}").stdout == b"/srv/named\n"

@@ -28,6 +28,7 @@ from ..support.netclient import (
     one_shot_server,
     recv_all,
     recv_line,
+    socks5_connect,
 )
 from ..support.ssh import SSHClient
 from ..support.wait import wait_until
@@ -368,3 +369,39 @@ def test_disabled_forwarding_is_administratively_prohibited(
     assert b"local forwarding is disabled on this gateway" in result.stderr
     # The connection itself still works for commands.
     assert gw.client.run(sandbox.session_id, "echo fine").stdout == b"fine\n"
+
+
+@pytest.mark.parametrize("hosts", ["", "192.0.2.1 other\n"])
+def test_localhost_forwards_work_without_an_etc_hosts_entry(
+    ssh: SSHClient, containers: Containers, tmp_path: Path, hosts: str
+) -> None:
+    """A peer's users hit this: a sandbox whose /etc/hosts has no localhost line (Docker
+    always mounts one, so "no file at all" is the empty one here)."""
+    hosts_file = tmp_path / "hosts"
+    hosts_file.write_text(hosts)
+    sandbox = containers.start(extra=["-v", f"{hosts_file}:/etc/hosts:ro"])
+    assert "localhost" not in sandbox.exec("cat", "/etc/hosts")
+    standin = start_standin(ssh, sandbox)
+    forward = LocalForward(
+        ssh, sandbox.session_id, f"{free_port()}:localhost:{standin.where}", tmp_path
+    )
+    try:
+        with forward.connect() as conn:
+            assert recv_line(conn) == f"token=={standin.token}==\n".encode()
+    finally:
+        forward.close()
+    socks_port = free_port()
+    tunnel = ssh.popen(
+        sandbox.session_id,
+        options=["-N", "-D", str(socks_port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", socks_port)) == 0)
+        with socks5_connect(socks_port, "localhost", int(standin.where)) as conn:
+            assert recv_line(conn) == f"token=={standin.token}==\n".encode()
+    finally:
+        tunnel.terminate()
+        tunnel.wait()

@@ -9,9 +9,13 @@ SOCKS5 connections to that server through the tunnel.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import shlex
 import signal
 import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -283,3 +287,82 @@ def test_jetbrains_style_upload_run_and_forward(
     finally:
         forward.kill()
         forward.wait()
+
+
+# Zed's remote development, replayed as its source does it (crates/remote/src/transport/
+# ssh.rs): one ControlMaster connection; every later command is a new channel on it, run as
+# "cd; COMMAND"; the server binary goes up with `sftp -b -`; the proxy is a -T exec with a
+# binary length-prefixed stream; terminals are -t execs.
+
+FRAME_ECHO = (
+    "import struct, sys\n"
+    "read, write = sys.stdin.buffer.read, sys.stdout.buffer.write\n"
+    "while True:\n"
+    "    head = read(4)\n"
+    "    if len(head) < 4:\n"
+    "        break\n"
+    "    (size,) = struct.unpack('>I', head)\n"
+    "    write(head + read(size))\n"
+    "    sys.stdout.buffer.flush()\n"
+)
+
+
+def test_zed_remote_flow(ssh: SSHClient, sandbox: Container, tmp_path: Path) -> None:
+    control = ["-o", f"ControlPath={tmp_path / 'zed'}"]
+    master = ssh.run(
+        sandbox.session_id,
+        options=[*control, "-f", "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=no"],
+    )
+    assert master.returncode == 0, master.stderr
+    mux = [*control, "-o", "ControlMaster=no", "-q", "-T"]
+
+    def zed_run(command: str) -> subprocess.CompletedProcess[bytes]:
+        return ssh.run(sandbox.session_id, f"cd; {command}", options=mux)
+
+    try:
+        assert zed_run('sh -c "echo $SHELL"').stdout == b"/bin/bash\n"
+        assert zed_run("uname -sm").stdout.split()[0] == b"Linux"
+        started = time.monotonic()
+        windows = zed_run("cmd /c ver")  # Zed's Windows probe: must fail, and fast
+        assert windows.returncode != 0 and time.monotonic() - started < 5
+        binary = tmp_path / "zed-remote-server"
+        binary.write_bytes(bytes(range(256)) * 4096)
+        upload = subprocess.run(
+            ["sftp", *ssh.options, *control, "-P", str(ssh.port), "-b", "-",
+             f"{sandbox.session_id}@{ssh.host}"],
+            input=f"mkdir .zed_server\nput {binary} .zed_server/zed-remote-server\n".encode(),
+            capture_output=True,
+        )  # fmt: skip
+        assert upload.returncode == 0, upload.stderr
+        assert zed_run("sha256sum .zed_server/zed-remote-server").stdout.split()[0].decode() == (
+            hashlib.sha256(binary.read_bytes()).hexdigest()
+        )
+        # The proxy: a -T exec carrying a binary-clean, length-prefixed stream.
+        proxy = ssh.popen(
+            sandbox.session_id,
+            f"cd; python3 -c {shlex.quote(FRAME_ECHO)}",
+            options=mux,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert proxy.stdin is not None and proxy.stdout is not None
+        frames = [os.urandom(size) for size in (0, 1, 255, 4096, 65536, 200_000)] * 20
+        frames.append(b"\r\n\x00\xff\x1b[A\x03\x04")  # what a terminal would have mangled
+        for frame in frames:
+            proxy.stdin.write(struct.pack(">I", len(frame)) + frame)
+            proxy.stdin.flush()
+            head = proxy.stdout.read(4)
+            assert struct.unpack(">I", head)[0] == len(frame)
+            assert proxy.stdout.read(len(frame)) == frame
+        proxy.stdin.close()
+        assert proxy.wait(20) == 0
+        # A terminal: -t exec, as Zed opens one.
+        terminal = ssh.run(
+            sandbox.session_id,
+            "cd; tty; echo $TERM",
+            options=[*control, "-o", "ControlMaster=no", "-tt"],
+        )
+        lines = terminal.stdout.decode().split()
+        assert lines[0].startswith("/dev/pts/") and lines[1] != "dumb"
+    finally:
+        ssh.run(sandbox.session_id, options=[*control, "-O", "exit"])

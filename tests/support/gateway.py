@@ -16,6 +16,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import uvloop
+
 from sandbox_ssh import Config, Server
 
 T = TypeVar("T")
@@ -25,10 +27,13 @@ EXEC_PATH: Literal["runtime", "api"] = "runtime"
 
 
 class LoopThread:
-    """An event loop in a background thread, so tests can block on real clients."""
+    """An event loop in a background thread, so tests can block on real clients.
+
+    uvloop's, as `sandbox-ssh serve` runs on (its transports differ from asyncio's).
+    """
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
 

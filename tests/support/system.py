@@ -25,6 +25,19 @@ _PACKAGE_FOR = {
     "rsync": "rsync",
     "socat": "socat",
     "gcc": "gcc",
+    "plink": "putty-tools",
+    "pscp": "putty-tools",
+    "psftp": "putty-tools",
+    "puttygen": "putty-tools",
+    "dbclient": "dropbear-bin",
+    "dropbearconvert": "dropbear-bin",
+    "rclone": "rclone",
+    "curl": "curl",
+    "git": "git",
+    "sshfs": "sshfs",
+    "fusermount3": "fuse3",
+    "node": "nodejs",
+    "npm": "npm",
 }
 
 

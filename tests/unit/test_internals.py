@@ -11,12 +11,14 @@ import asyncssh
 import asyncssh.channel
 import asyncssh.connection
 import asyncssh.encryption
+import asyncssh.packet
 import pytest
-from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE, MSG_KEXINIT
 from asyncssh.crypto import ChachaCipher
 
 from sandbox_ssh._ssh.chacha import FastChachaCipher
 from sandbox_ssh._ssh.internals import (
+    _first_choices,
     coalesce_writes,
     is_cbc,
     skip_cbc_ignore_padding,
@@ -79,6 +81,14 @@ def test_the_internals_used_still_exist() -> None:
         "result",
     ]
     assert inspect.iscoroutinefunction(connection._make_keepalive_request)
+    # follow_rfc_kex_guess: KEXINIT's handler is a per-instance lookup of a coroutine, and
+    # _ignore_first_kex is what the receive path consults for the guessed packet.
+    assert inspect.iscoroutinefunction(connection._packet_handlers[MSG_KEXINIT])
+    assert "self._packet_handlers[pkttype]" in inspect.getsource(
+        asyncssh.packet.SSHPacketHandler.process_packet
+    )
+    assert "self._ignore_first_kex" in inspect.getsource(connection._recv_packet)
+    assert "self._server_kexinit = packet" in inspect.getsource(connection._send_kexinit)
     server = asyncssh.connection.SSHServerConnection
     assert list(inspect.signature(server.validate_public_key).parameters) == [
         "self",
@@ -154,3 +164,12 @@ def test_coalesced_writes_deliver_everything_in_order_with_fewer_writes() -> Non
     output, write_calls, packets = asyncio.run(scenario())
     assert output == bytes(range(256)) * 1024
     assert write_calls < packets  # several packets per write
+
+
+def test_first_choices_are_read_from_a_kexinit() -> None:
+    from asyncssh.packet import Boolean, Byte, NameList, UInt32
+
+    lists = [NameList([b"curve25519-sha256", b"mlkem768x25519-sha256"]), NameList([b"ssh-ed25519"])]
+    lists += [NameList([b"x"])] * 8
+    kexinit = b"".join([Byte(MSG_KEXINIT), bytes(16), *lists, Boolean(True), UInt32(0)])
+    assert _first_choices(kexinit) == (b"curve25519-sha256", b"ssh-ed25519", True)

@@ -1,6 +1,13 @@
 import subprocess
 
-from sandbox_ssh._session.login import Mode, login_argv, stty_mode_arguments
+import pytest
+
+from sandbox_ssh._session.login import (
+    Mode,
+    expand_session_home,
+    login_argv,
+    stty_mode_arguments,
+)
 from sandbox_ssh.hooks import ROOT_USER, TerminalSize, UserInfo
 
 
@@ -29,7 +36,16 @@ def test_unprintable_high_characters_are_left_undefined() -> None:
 def test_exec_argv_carries_the_command_as_one_argument() -> None:
     argv = login_argv(Mode.EXEC, UserInfo("dev", 1000, 1000), "echo 'a b'; exit 3")
     assert argv[:2] == ["/bin/sh", "-c"]
-    assert argv[3:] == ["sandbox-ssh", "exec", "dev", "", "", "echo 'a b'; exit 3"]
+    assert argv[3:] == [
+        "sandbox-ssh",
+        "exec",
+        "dev",
+        "",
+        "",
+        "echo 'a b'; exit 3",
+        "echo 'a b'; exit 3",
+        "",
+    ]
 
 
 def test_terminal_size_and_modes_are_passed_for_a_pty() -> None:
@@ -47,3 +63,22 @@ def test_direct_mode_runs_argv_unchanged_as_the_current_user() -> None:
     argv = login_argv(Mode.DIRECT, ROOT_USER, ["printf", "%s|", "$HOME", "a b"])
     result = subprocess.run(argv, capture_output=True, text=True)
     assert result.stdout == "$HOME|a b|"
+
+
+@pytest.mark.parametrize(
+    ("command", "expanded"),
+    [
+        # Ansible's probe for the SSH user's home, as it sends it.
+        ("/bin/sh -c 'echo ~t-1 && sleep 0'", "/bin/sh -c 'echo ~ && sleep 0'"),
+        ("ls ~t-1/.ansible/tmp", "ls ~/.ansible/tmp"),
+        ("cd ~t-1; pwd", "cd ~; pwd"),
+        ("X=~t-1", "X=~"),
+        ("~t-1", "~"),
+        # Not a tilde-prefix for that name: left alone.
+        ("echo a~t-1", "echo a~t-1"),
+        ("echo ~t-10", "echo ~t-10"),
+        ("echo ~root", "echo ~root"),
+    ],
+)
+def test_the_ssh_users_home_is_the_session_users(command: str, expanded: str) -> None:
+    assert expand_session_home(command, "t-1") == expanded

@@ -341,6 +341,7 @@ class SessionChannel:
             self._subsystem_argv if mode is login.Mode.DIRECT else command,
             terminal=terminal,
             terminal_modes=self._pty.modes if self._pty else None,
+            session_id=self._connection.session_id,
         )
         return ProcessSpec(argv=argv, env=env, user=user, terminal=terminal)
 

@@ -8,6 +8,7 @@ gateway. The script is POSIX sh and uses only shell built-ins on its main path.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 
 from ..hooks import TerminalSize, UserInfo
@@ -60,10 +61,33 @@ if ! cd "$HOME" 2>/dev/null; then
 fi
 case $mode in
     shell) exec "$SHELL" -l ;;
-    exec) exec "$SHELL" -c "$1" ;;
+    exec)
+        # $2 is $1 with "~SESSION" made "~", used unless the sandbox has a user named $3.
+        if [ "$1" != "$2" ]; then
+            known=
+            if command -v getent >/dev/null 2>&1; then
+                getent passwd "$3" >/dev/null 2>&1 && known=1
+            elif [ -r /etc/passwd ]; then
+                while IFS=: read -r n _; do [ "$n" = "$3" ] && known=1; done </etc/passwd
+            fi
+            [ -n "$known" ] || set -- "$2"
+        fi
+        exec "$SHELL" -c "$1" ;;
     *) exec "$@" ;;
 esac
 """
+
+
+def expand_session_home(command: str, session_id: str) -> str:
+    """``command`` with each ``~SESSION`` tilde-prefix made ``~`` (the session user's home).
+
+    The SSH username is the session ID, not a user of the sandbox, so a client that
+    asks for the SSH user's home as ``~user`` (Ansible does, for its temporary
+    directory) would get the literal text, or "no such user". It means the session
+    user's home; the login step uses this form unless the sandbox has such a user.
+    """
+    pattern = rf"(?:(?<=^)|(?<=[\s'\"=:(;&|`]))~{re.escape(session_id)}(?=$|[/\s'\";&|)`])"
+    return re.sub(pattern, "~", command)
 
 # SSH terminal-mode opcodes (RFC 4254 section 8) and their stty names.
 _CHARACTER_MODES: Mapping[int, str] = {
@@ -149,13 +173,15 @@ def login_argv(
     command: str | Sequence[str] | None,
     terminal: TerminalSize | None = None,
     terminal_modes: Mapping[int, int] | None = None,
+    session_id: str = "",
 ) -> list[str]:
     """argv that logs ``user`` in inside the sandbox and runs what the channel asked for."""
     if mode is Mode.SHELL:
         tail: list[str] = []
     elif mode is Mode.EXEC:
         assert isinstance(command, str)
-        tail = [command]
+        expanded = expand_session_home(command, session_id) if session_id else command
+        tail = [command, expanded, session_id]
     else:
         assert command is not None and not isinstance(command, str)
         tail = list(command)

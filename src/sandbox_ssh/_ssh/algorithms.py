@@ -1,12 +1,26 @@
-"""Modern defaults only: curve25519/ECDH key exchange (asyncssh always offers strict-kex),
-AEAD ciphers or CTR with encrypt-then-MAC, no SHA-1 signatures, no compression."""
+"""Defaults an auditor accepts: post-quantum hybrid key exchange first, then curve25519 (no
+NIST ECDH); AEAD ciphers, or CTR with a SHA-2 MAC; no SHA-1 signatures; no compression.
 
-KEX_ALGS = (
-    "curve25519-sha256",
-    "curve25519-sha256@libssh.org",
-    "ecdh-sha2-nistp256",
-    "ecdh-sha2-nistp384",
-    "ecdh-sha2-nistp521",
+asyncssh always offers strict-kex (the Terrapin fix). Every algorithm asyncssh implements
+stays available through the --kex-algorithms, --ciphers and --macs options.
+"""
+
+from asyncssh.kex import get_kex_algs
+
+_SUPPORTED_KEX = {name.decode() for name in get_kex_algs()}
+
+KEX_ALGS = tuple(
+    name
+    for name in (
+        # ML-KEM-768 with X25519 (OpenSSH 10's default), then Streamlined NTRU Prime with
+        # X25519 (OpenSSH 9's) where this asyncssh implements it, then X25519 alone.
+        "mlkem768x25519-sha256",
+        "sntrup761x25519-sha512",
+        "sntrup761x25519-sha512@openssh.com",
+        "curve25519-sha256",
+        "curve25519-sha256@libssh.org",
+    )
+    if name in _SUPPORTED_KEX
 )
 ENCRYPTION_ALGS = (
     "chacha20-poly1305@openssh.com",
@@ -20,6 +34,10 @@ MAC_ALGS = (
     "hmac-sha2-256-etm@openssh.com",
     "hmac-sha2-512-etm@openssh.com",
     "umac-128-etm@openssh.com",
+    # As OpenSSH's sshd offers them: libssh2 1.10 (Debian 12's, so curl's) has neither ETM
+    # MACs nor AEAD ciphers, and cannot connect without them.
+    "hmac-sha2-256",
+    "hmac-sha2-512",
 )
 SIGNATURE_ALGS = (
     "ssh-ed25519",

@@ -29,7 +29,7 @@ from ..hooks import ConnectionTracker, Release
 from ..tracking import InMemoryConnectionTracker
 from . import forwarding
 from .auth import limit_auth_attempts, parse_authorized_keys
-from .internals import coalesce_writes, skip_cbc_ignore_padding
+from .internals import coalesce_writes, follow_rfc_kex_guess, skip_cbc_ignore_padding
 from .limits import SourceGuard
 from .session import SSHChannelAdapter
 from .traffic import TrafficCounter
@@ -106,6 +106,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self._conn = conn
         skip_cbc_ignore_padding(conn)
         coalesce_writes(conn)
+        follow_rfc_kex_guess(conn)
         self._peer = _address(conn.get_extra_info("peername"))
         self._local = _address(conn.get_extra_info("sockname"))
         self._audit.context["remote"] = f"{self._peer[0]}:{self._peer[1]}"

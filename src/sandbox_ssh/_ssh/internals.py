@@ -21,6 +21,13 @@ asyncssh, so an upgrade that changes one fails there, not in production.
 * ``SSHChannel._report_response``: answers a request whose reply was deferred
   (``subsystem_requested`` returning None), asyncssh's own mechanism.
 * ``SSHConnection._make_keepalive_request``: one round trip to the client.
+* ``SSHConnection._packet_handlers[MSG_KEXINIT]`` and ``_ignore_first_kex``: asyncssh
+  decides whether a client's guessed key-exchange packet must be ignored by comparing
+  the *negotiated* algorithm with the client's first, not, as RFC 4253 7.1 says, the
+  two sides' first choices. With mlkem768x25519-sha256 first on the server, Dropbear
+  (which guesses curve25519) follows the RFC and sends its packet again, and asyncssh
+  drops the connection ("Key exchange not in progress"). Reproduction:
+  docs/upstream/asyncssh-kex-guess.md.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from typing import Any
 import asyncssh
 import asyncssh.connection
 import asyncssh.encryption
-from asyncssh.constants import MSG_IGNORE
+from asyncssh.constants import MSG_IGNORE, MSG_KEXINIT
+from asyncssh.packet import SSHPacket
 
 from .chacha import FastChachaCipher
 
@@ -121,3 +129,42 @@ def answer_deferred_request(chan: asyncssh.SSHServerChannel[bytes], accepted: bo
 async def round_trip(conn: asyncssh.connection.SSHConnection) -> None:
     """Wait for the client to answer one keepalive request."""
     await conn._make_keepalive_request()
+
+
+def _first_choices(kexinit: bytes) -> tuple[bytes, bytes, bool]:
+    """(first kex algorithm, first host key algorithm, first_kex_packet_follows) of a KEXINIT."""
+    packet = SSHPacket(kexinit)
+    if packet.get_byte() != MSG_KEXINIT:
+        raise ValueError("not a KEXINIT")
+    packet.get_bytes(16)
+    kex_algs, host_key_algs = packet.get_namelist(), packet.get_namelist()
+    for _ in range(8):
+        packet.get_namelist()
+    follows = packet.get_boolean()
+    return kex_algs[0] if kex_algs else b"", host_key_algs[0] if host_key_algs else b"", follows
+
+
+def follow_rfc_kex_guess(conn: asyncssh.SSHServerConnection) -> None:
+    """Ignore a client's guessed key-exchange packet exactly when RFC 4253 says so.
+
+    The guess is wrong when the two sides' first key exchange (or host key)
+    algorithms differ, whatever is negotiated.
+    """
+    handlers: dict[int, Any] = dict(conn._packet_handlers)
+    process_kexinit = handlers[MSG_KEXINIT]
+
+    async def process(self: Any, pkttype: int, pktid: int, packet: SSHPacket) -> None:
+        # A coroutine in asyncssh, which awaits it before it reads the next packet (the
+        # guessed one); so the decision below is in place when that packet is handled.
+        await process_kexinit(self, pkttype, pktid, packet)
+        client = getattr(self, "_client_kexinit", b"")
+        server = getattr(self, "_server_kexinit", b"")
+        if client and server and getattr(self, "_kex", None) is not None:
+            client_kex, client_host_key, follows = _first_choices(client)
+            server_kex, server_host_key, _ = _first_choices(server)
+            self._ignore_first_kex = follows and (
+                client_kex != server_kex or client_host_key != server_host_key
+            )
+
+    handlers[MSG_KEXINIT] = process
+    conn._packet_handlers = handlers

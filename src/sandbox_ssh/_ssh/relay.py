@@ -23,7 +23,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 from asyncssh.channel import SSHChannel
@@ -167,8 +167,8 @@ class _SocketSide(asyncio.Protocol):
         self._relay = relay
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._relay.socket_made(transport)
+        # uvloop's transports are not asyncio.Transport subclasses, but are transports.
+        self._relay.socket_made(cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
         self._relay.socket_data(data)
