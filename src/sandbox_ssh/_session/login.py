@@ -89,6 +89,7 @@ def expand_session_home(command: str, session_id: str) -> str:
     pattern = rf"(?:(?<=^)|(?<=[\s'\"=:(;&|`]))~{re.escape(session_id)}(?=$|[/\s'\";&|)`])"
     return re.sub(pattern, "~", command)
 
+
 # SSH terminal-mode opcodes (RFC 4254 section 8) and their stty names.
 _CHARACTER_MODES: Mapping[int, str] = {
     1: "intr",
