@@ -19,6 +19,8 @@ if (($#)); then
     exec "$VENV/bin/python" -m pytest "$@"
 fi
 echo "=== pass 1 of 2: everything, gateways on the runtime exec path ==="
-"$VENV/bin/python" -m pytest
+status=0
+"$VENV/bin/python" -m pytest || status=$?
 echo "=== pass 2 of 2: end-to-end again, gateways on Docker's exec API ==="
-exec "$VENV/bin/python" -m pytest tests/e2e --exec-path api -m "not runtime_path"
+"$VENV/bin/python" -m pytest tests/e2e --exec-path api -m "not runtime_path" || status=$?
+exit "$status"

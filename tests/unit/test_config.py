@@ -53,7 +53,10 @@ def test_default_algorithms_are_all_implemented_and_modern() -> None:
     offered = [*config.kex_algorithms, *config.ciphers, *config.macs, *config.host_key_algorithms]
     assert not [name for name in offered if "sha1" in name or "cbc" in name or name == "ssh-rsa"]
     assert config.compression == ("none",)
-    assert all("etm" in mac for mac in config.macs)
+    # Encrypt-then-MAC, or SHA-2 in encrypt-and-MAC mode as sshd offers it (libssh2 needs it).
+    assert all("etm" in mac or mac in ("hmac-sha2-256", "hmac-sha2-512") for mac in config.macs)
+    assert not [kex for kex in config.kex_algorithms if "nistp" in kex]
+    assert config.kex_algorithms[0] == "mlkem768x25519-sha256"
 
 
 def test_unknown_algorithm_names_are_a_clear_error() -> None:
