@@ -589,6 +589,12 @@ def workload_echo(bench: Bench, targets: list[Target], samples: int) -> None:
     )
 
 
+def client_error(client: subprocess.Popen[bytes]) -> str:
+    client.kill()
+    _, stderr = client.communicate()
+    return (stderr or b"").decode(errors="replace").strip()[-300:] or f"exit {client.returncode}"
+
+
 def workload_concurrency(bench: Bench, targets: list[Target], sessions: int) -> None:
     open_times: dict[str, float | None] = {}
     memory: dict[str, float | None] = {}
@@ -603,21 +609,27 @@ def workload_concurrency(bench: Bench, targets: list[Target], sessions: int) -> 
                 target.argv(None, tty=True),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
             )
             for _ in range(sessions)
         ]
         for client in clients:
             assert client.stdin is not None
-            client.stdin.write(b"echo OPEN-$((40+2))\n")
-            client.stdin.flush()
+            try:
+                client.stdin.write(b"echo OPEN-$((40+2))\n")
+                client.stdin.flush()
+            except BrokenPipeError:
+                error = client_error(client)
+                raise RuntimeError(f"{target.name}: a client exited: {error}") from None
         for client in clients:
             assert client.stdout is not None
             buffer = b""
             while b"OPEN-42" not in buffer:
                 chunk = os.read(client.stdout.fileno(), 65536)
                 if not chunk:
-                    raise RuntimeError(f"{target.name}: a session closed while opening")
+                    raise RuntimeError(
+                        f"{target.name}: a session closed while opening: {client_error(client)}"
+                    )
                 buffer += chunk
         open_times[target.name] = time.perf_counter() - started
         memory[target.name] = (target.memory() - before) / sessions

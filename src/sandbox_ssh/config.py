@@ -85,6 +85,10 @@ class Config:
     # Where audit events go (e.g. sandbox_ssh.audit.AuditLog); None: nowhere.
     audit_sink: AuditSink | None = None
     server_version: str = "sandbox-ssh"
+    # HOST:PORT of the HTTP endpoint with /metrics (Prometheus), /healthz and /readyz; None: off.
+    metrics_listen: str | None = None
+    # Server.drain(): how long live connections may go on once the listener is closed.
+    drain_timeout: float = 3600.0
 
 
 def parse_address(address: str) -> tuple[str, int]:

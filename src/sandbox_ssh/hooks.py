@@ -159,6 +159,14 @@ class DirectStdio(Protocol):
 
 
 @runtime_checkable
+class HealthReporter(Protocol):
+    """Optional provider capability: whether the runtime answers now (for /readyz)."""
+
+    async def health(self) -> str | None:
+        """None when the runtime answers; else why not, in one line."""
+
+
+@runtime_checkable
 class PreparedProvider(Protocol):
     """Optional provider capability: checks and set-up done once, when the server starts.
 
@@ -267,6 +275,7 @@ __all__ = [
     "EnvVarFetcher",
     "ExitSignal",
     "ExitSignalReporter",
+    "HealthReporter",
     "OutputSink",
     "OutputStream",
     "PreparedProvider",

@@ -11,6 +11,8 @@ from typing import Any
 
 import asyncssh
 
+from ._endpoint import Endpoint
+from ._metrics import Metrics
 from ._session.audit import NoAudit
 from ._session.ensure import EnsureCoordinator
 from ._session.forwarding import ForwardingKind
@@ -31,7 +33,13 @@ from .config import (
     parse_address,
     subsystem_config,
 )
-from .hooks import AuthorizedKeysSource, PreparedProvider, SandboxEnsurer, SandboxNetwork
+from .hooks import (
+    AuthorizedKeysSource,
+    HealthReporter,
+    PreparedProvider,
+    SandboxEnsurer,
+    SandboxNetwork,
+)
 
 log = logging.getLogger("sandbox_ssh.server")
 
@@ -47,6 +55,7 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         provider = config.sandbox_provider
+        self.metrics = Metrics()
         self._hooks = Hooks(
             provider=config.sandbox_provider,
             ensurer=config.sandbox_ensurer,
@@ -55,6 +64,7 @@ class Server:
             ensures=EnsureCoordinator(config.ensure_timeout),
             user_fallback_root=config.user_fallback_root,
             session_id_pattern=re.compile(config.session_id_pattern),
+            metrics=self.metrics,
         )
         self._background: set[asyncio.Task[None]] = set()
         self._state = GatewayState(
@@ -77,6 +87,7 @@ class Server:
             max_startups=config.max_startups,
             max_connections_per_session=config.max_connections_per_session,
             audit=config.audit_sink or NoAudit(),
+            metrics=self.metrics,
             starts=StartScheduler(config.max_concurrent_starts),
             sources=SourceGuard(
                 connections_per_minute=config.connections_per_minute,
@@ -85,7 +96,10 @@ class Server:
             ),
         )
         self._acceptor: asyncssh.SSHAcceptor | None = None
+        self._endpoint: Endpoint | None = None
+        self.metrics_port: int | None = None  # the endpoint's bound port, once started
         self._stopped = asyncio.Event()
+        self._draining = False
 
     def set_sandbox_ensurer(self, ensurer: SandboxEnsurer | None) -> None:
         """Use ``ensurer`` for connections that start from now on."""
@@ -144,6 +158,20 @@ class Server:
         )
         log.info("listening on %s (auth: %s)", self.addr, self._state.auth_mode)
         self._report_forwarding()
+        if self.config.metrics_listen:
+            metrics_host, metrics_port = parse_address(self.config.metrics_listen)
+            self._endpoint = Endpoint(self.metrics, self._readiness)
+            self.metrics_port = await self._endpoint.start(
+                metrics_host, metrics_port, reuse_port=self.config.reuse_port
+            )
+
+    async def _readiness(self) -> str | None:
+        if self._acceptor is None or self._state.stopping or self._draining:
+            return "the SSH listener is closed"
+        provider = self.config.sandbox_provider
+        if isinstance(provider, HealthReporter):
+            return await provider.health()
+        return None
 
     def _report_forwarding(self) -> None:
         provider = self.config.sandbox_provider
@@ -160,13 +188,42 @@ class Server:
             await self.start()
         await self._stopped.wait()
 
-    async def stop(self) -> None:
-        """Close the listener, end live connections, and wait for their sessions to hang up."""
-        self._state.stopping = True
+    async def drain(self, grace: float | None = None) -> None:
+        """Stop accepting; let live connections go on until they end or ``grace`` seconds
+        (``Config.drain_timeout``) pass, then stop.
+
+        Another instance can meanwhile serve new connections on the same port
+        (``Config.reuse_port``).
+        """
+        timeout = self.config.drain_timeout if grace is None else grace
+        self._draining = True
+        await self._close_listener()
+        live = len(self._state.connections)
+        log.info("draining: listener closed; %d connection(s) may go on for %gs", live, timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._state.connections and loop.time() < deadline and not self._state.stopping:
+            waits = [asyncio.ensure_future(c.wait_closed()) for c in self._state.connections]
+            await asyncio.wait(waits, timeout=deadline - loop.time(), return_when="FIRST_COMPLETED")
+            for wait in waits:
+                wait.cancel()
+        if self._state.connections and not self._state.stopping:
+            log.info("drain timeout: hanging up %d connection(s)", len(self._state.connections))
+        await self.stop()
+
+    async def _close_listener(self) -> None:
         if self._acceptor is not None:
             self._acceptor.close()
             with contextlib.suppress(Exception):
                 await self._acceptor.wait_closed()
+
+    async def stop(self) -> None:
+        """Close the listener, end live connections, and wait for their sessions to hang up."""
+        if self._state.stopping:
+            await self._stopped.wait()
+            return
+        self._state.stopping = True
+        await self._close_listener()
         connections = list(self._state.connections)
         for connection in connections:
             connection.close("the gateway is shutting down")
@@ -179,6 +236,8 @@ class Server:
             _, pending = await asyncio.wait(list(self._background), timeout=_STOP_TIMEOUT)
             for task in pending:
                 task.cancel()
+        if self._endpoint is not None:
+            await self._endpoint.stop()
         self._stopped.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -73,6 +73,8 @@ class CliGateway:
         self.args = ["--listen", "127.0.0.1:0", "--host-key", str(host_key_path), *args]
         if "--exec-path" not in args:
             self.args += ["--exec-path", EXEC_PATH]
+        if "--drain-timeout" not in args:
+            self.args += ["--drain-timeout", "10s"]  # SIGTERM drains; tests stop with it
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self.process = subprocess.Popen(

@@ -10,10 +10,12 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .._metrics import Metrics
 from ..hooks import (
     DirectStdio,
     ExitSignal,
@@ -110,6 +112,8 @@ class SessionChannel:
         accept_env: tuple[str, ...] | None = None,
         audit: ConnectionAudit | None = None,
         starts: StartScheduler | None = None,
+        metrics: Metrics | None = None,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         self._provider = provider
         self._connection = connection
@@ -123,6 +127,10 @@ class SessionChannel:
         self._accept_env = accept_env
         self._audit = audit or ConnectionAudit(NoAudit(), "-")
         self._starts = starts or StartScheduler()
+        self._metrics = metrics or Metrics()
+        self._log = log if log is not None else logging.getLogger("sandbox_ssh.session")
+        self._started_at = 0.0
+        self._counted_process = False
         self._client_env: dict[str, str] = {}
         self._client_env_bytes = 0
         self._mode: login.Mode | None = None
@@ -174,7 +182,7 @@ class SessionChannel:
                 looked = ", ".join(candidates)
                 reason = f"sandbox-ssh: this sandbox has no sftp-server (looked in {looked})"
                 self._output.write(reason.encode() + b"\n", OutputStream.STDERR)
-                log.info("session %s: %s", self._connection.session_id, reason)
+                self._log.info("session %s: %s", self._connection.session_id, reason)
                 return False
             self._subsystem_cache[name] = path
         self._subsystem_argv = [path]
@@ -188,7 +196,7 @@ class SessionChannel:
         try:
             process = await self._start_process(spec)
         except Exception as error:
-            log.warning(
+            self._log.warning(
                 "session %s: cannot look for a subsystem: %s",
                 self._connection.session_id,
                 one_line(error),
@@ -207,6 +215,8 @@ class SessionChannel:
     def start(self, mode: login.Mode, command: str | None) -> None:
         self._mode = mode
         pty = self._pty is not None
+        kind = "sftp" if mode is login.Mode.DIRECT else "pty" if pty else mode.value
+        self._metrics.channels.labels(kind).inc()
         term = self._pty.term if self._pty else None
         if mode is login.Mode.EXEC:
             self._audit.record("exec", command=command, pty=pty)
@@ -268,6 +278,11 @@ class SessionChannel:
             self._task.cancel()
         self._spawn(self._hang_up(process, running=not self._finished))
 
+    def _process_ended(self) -> None:
+        if self._counted_process:
+            self._counted_process = False
+            self._metrics.processes.dec()
+
     async def _hang_up(self, process: SandboxProcess, running: bool) -> None:
         # Release the output stream first: Docker finishes an exec (and every later exec
         # of the container) only once its output has been drained or dropped, so a hangup
@@ -275,6 +290,7 @@ class SessionChannel:
         await process.close()
         if running:
             await process.hangup()
+        self._process_ended()
 
     # Internals.
 
@@ -285,7 +301,7 @@ class SessionChannel:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            log.warning(
+            self._log.warning(
                 "session %s: cannot start process: %s", self._connection.session_id, one_line(error)
             )
             self._output.write(f"sandbox-ssh: {one_line(error)}\r\n".encode(), OutputStream.STDERR)
@@ -294,6 +310,8 @@ class SessionChannel:
             return
         self._process = process
         self._direct = process if isinstance(process, DirectStdio) else None
+        self._metrics.processes.inc()
+        self._counted_process = True
         if self._closed:
             self._spawn(self._hang_up(process, running=True))
             return
@@ -309,6 +327,7 @@ class SessionChannel:
         finally:
             stdin_task.cancel()
         self._finished = True
+        self._process_ended()
         signal = process.exit_signal() if isinstance(process, ExitSignalReporter) else None
         if signal is not None:
             self._audit.record("exit", signal=signal.name, core_dumped=signal.core_dumped)
@@ -320,11 +339,16 @@ class SessionChannel:
 
     async def _start_process(self, spec: ProcessSpec) -> SandboxProcess:
         sandbox = self._connection.sandbox
-        return await self._starts.run(
-            sandbox.id,
-            self._audit.connection_id,
-            lambda: self._provider.start_process(sandbox, spec),
-        )
+        self._started_at = time.monotonic()
+
+        async def start() -> SandboxProcess:
+            return await self._metrics.timed(
+                self._metrics.provider_latency,
+                "start_process",
+                lambda: self._provider.start_process(sandbox, spec),
+            )
+
+        return await self._starts.run(sandbox.id, self._audit.connection_id, start)
 
     def _process_spec(self, mode: login.Mode, command: str | None) -> ProcessSpec:
         user = self._connection.user
@@ -347,10 +371,15 @@ class SessionChannel:
 
     async def _pump_output(self, process: SandboxProcess) -> None:
         direct = self._direct
+        first = True
         while True:
             if direct is not None:
                 direct.deliver_output(self._deliver)
             chunk = await process.read_output()
+            if first:
+                first = False
+                elapsed = time.monotonic() - self._started_at
+                self._metrics.provider_latency.labels("first_byte").observe(elapsed)
             if chunk is None:
                 return
             stream, data = chunk

@@ -9,6 +9,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from .._metrics import Metrics
 from ..hooks import BoundListener, SandboxNetwork, SandboxProvider
 from .audit import ConnectionAudit, NoAudit
 from .resolve import ResolvedConnection, one_line
@@ -22,6 +23,14 @@ class ForwardingKind(enum.Enum):
     REMOTE = "remote"  # tcpip-forward: ssh -R
     LOCAL_SOCKET = "local-socket"  # direct-streamlocal@openssh.com: ssh -L port:/path
     REMOTE_SOCKET = "remote-socket"  # streamlocal-forward@openssh.com: ssh -R /path:...
+
+
+_CHANNEL_KIND = {
+    ForwardingKind.LOCAL: "direct-tcpip",
+    ForwardingKind.REMOTE: "tcpip-forward",
+    ForwardingKind.LOCAL_SOCKET: "direct-streamlocal",
+    ForwardingKind.REMOTE_SOCKET: "streamlocal-forward",
+}
 
 
 @dataclass(frozen=True)
@@ -60,11 +69,16 @@ class Forwarding:
         connection: ResolvedConnection,
         policy: ForwardingPolicy,
         audit: ConnectionAudit | None = None,
+        *,
+        metrics: Metrics | None = None,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         self._network = provider if isinstance(provider, SandboxNetwork) else None
         self._connection = connection
         self._policy = policy
         self._audit = audit or ConnectionAudit(NoAudit(), "-")
+        self._metrics = metrics or Metrics()
+        self.log = log if log is not None else logging.getLogger("sandbox_ssh.forwarding")
 
     async def _audited(self, kind: ForwardingKind, target: str, operation: Awaitable[T]) -> T:
         try:
@@ -75,6 +89,7 @@ class Forwarding:
             )
             raise
         self._audit.record("forward", kind=kind.value, target=target)
+        self._metrics.channels.labels(_CHANNEL_KIND[kind]).inc()
         return result
 
     def _require(self, kind: ForwardingKind) -> SandboxNetwork:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .._metrics import Metrics
 from ..hooks import (
     ROOT_USER,
     EnvVarFetcher,
@@ -54,6 +55,7 @@ class Hooks:
     session_id_pattern: re.Pattern[str] = field(
         default_factory=lambda: re.compile(DEFAULT_SESSION_ID_PATTERN)
     )
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def one_line(error: BaseException) -> str:
@@ -93,9 +95,15 @@ async def resolve_connection(
     ``notify`` tells a waiting person what is happening (an SSH auth banner).
     """
     check_session_id(session_id, hooks.session_id_pattern)
-    provider, ensurer = hooks.provider, hooks.ensurer
+    provider, ensurer, metrics = hooks.provider, hooks.ensurer, hooks.metrics
+
+    async def find() -> Sandbox | None:
+        return await metrics.timed(
+            metrics.provider_latency, "find", lambda: provider.find_sandbox(session_id)
+        )
+
     try:
-        sandbox = await provider.find_sandbox(session_id)
+        sandbox = await find()
         if ensurer is not None:
             running = sandbox is not None and sandbox.status is SandboxStatus.RUNNING
 
@@ -103,9 +111,14 @@ async def resolve_connection(
                 if notify is not None:
                     notify(f"starting sandbox {session_id}...")
 
-            await hooks.ensures.ensure(ensurer, session_id, None if running else tell_slow)
+            assert ensurer is not None
+            await metrics.timed(
+                metrics.hook_latency,
+                "ensure",
+                lambda: hooks.ensures.ensure(ensurer, session_id, None if running else tell_slow),
+            )
             if not running:
-                sandbox = await provider.find_sandbox(session_id)
+                sandbox = await find()
     except asyncio.CancelledError:
         raise
     except Exception as error:
@@ -119,8 +132,11 @@ async def resolve_connection(
     env: dict[str, str] = {}
     try:
         if hooks.user_info_fetcher is not None:
+            fetcher = hooks.user_info_fetcher
             try:
-                user = await hooks.user_info_fetcher.get_user_info(session_id)
+                user = await metrics.timed(
+                    metrics.hook_latency, "user", lambda: fetcher.get_user_info(session_id)
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -132,7 +148,14 @@ async def resolve_connection(
                     one_line(error),
                 )
         if hooks.env_var_fetcher is not None:
-            env = dict(await hooks.env_var_fetcher.get_env_vars_for_session(session_id))
+            env_fetcher = hooks.env_var_fetcher
+            env = dict(
+                await metrics.timed(
+                    metrics.hook_latency,
+                    "env",
+                    lambda: env_fetcher.get_env_vars_for_session(session_id),
+                )
+            )
     except asyncio.CancelledError:
         raise
     except Exception as error:

@@ -12,6 +12,8 @@ from typing import Any
 
 import asyncssh
 
+from .._logs import ConnectionLog, fields
+from .._metrics import Metrics
 from .._session.audit import AuditSink, ConnectionAudit, NoAudit
 from .._session.channel import SessionChannel, SubsystemConfig
 from .._session.environment import Endpoints
@@ -61,6 +63,7 @@ class GatewayState:
     audit: AuditSink = field(default_factory=NoAudit)
     sources: SourceGuard = field(default_factory=SourceGuard)
     starts: StartScheduler = field(default_factory=StartScheduler)
+    metrics: Metrics = field(default_factory=Metrics)
     stopping: bool = False
 
 
@@ -92,7 +95,11 @@ class GatewayConnection(asyncssh.SSHServer):
         self._authenticating = False
         self._live_release: Release | None = None
         self._audit = ConnectionAudit(state.audit, uuid.uuid4().hex[:16])
+        # Every log line of this connection carries its ID and what is known of it.
+        self._log = ConnectionLog(log, self._audit.connection_id, self._audit.context)
         self._traffic: TrafficCounter | None = None
+        self._outcome_class = ""
+        self._authenticated_at: float | None = None
         self._key_fingerprint: str | None = None
         # Set when admission refused the connection; no authentication may follow.
         self._refusal: str | None = None
@@ -110,29 +117,37 @@ class GatewayConnection(asyncssh.SSHServer):
         self._peer = _address(conn.get_extra_info("peername"))
         self._local = _address(conn.get_extra_info("sockname"))
         self._audit.context["remote"] = f"{self._peer[0]}:{self._peer[1]}"
-        if not isinstance(self._state.audit, NoAudit):
-            self._traffic = TrafficCounter(conn.get_extra_info("socket"))
+        self._traffic = TrafficCounter(conn.get_extra_info("socket"))
         self._state.connections.add(self)
+        self._state.metrics.connections_open.inc()
         refusal = self._state.sources.admit(self._peer[0])
         if refusal is not None:
-            log.warning("refusing %s:%d: %s", *self._peer, refusal)
-            self._refuse_early(conn, refusal)
+            limit = "ban" if refusal.startswith("banned") else "rate"
+            self._log.warning(
+                "refusing %s:%d: %s",
+                *self._peer,
+                refusal,
+                extra=fields("connection.refused", reason=refusal, limit=limit),
+            )
+            self._refuse_early(conn, refusal, limit)
             return
         if self._state.unauthenticated >= self._state.max_startups:
             # Like sshd's MaxStartups: shed load before spending a handshake on it.
-            log.warning(
+            self._log.warning(
                 "refusing %s:%d: %d connections are still authenticating",
                 *self._peer,
                 self._state.unauthenticated,
+                extra=fields("connection.refused", limit="max_startups"),
             )
-            self._refuse_early(conn, "too many connections are authenticating; try again later")
+            reason = "too many connections are authenticating; try again later"
+            self._refuse_early(conn, reason, "max_startups")
             return
         self._state.unauthenticated += 1
         self._authenticating = True
         if self._state.auth_mode == "publickey":
             limit_auth_attempts(conn, self._auth_failed, self._auth_succeeded)
 
-    def _refuse_early(self, conn: asyncssh.SSHServerConnection, reason: str) -> None:
+    def _refuse_early(self, conn: asyncssh.SSHServerConnection, reason: str, limit: str) -> None:
         """Drop a connection before authentication, with a reason the client prints.
 
         Sending it at once races the client's first packets: closing with them unread
@@ -142,16 +157,31 @@ class GatewayConnection(asyncssh.SSHServer):
         """
         self._refusal = reason
         self._outcome = f"refused: {reason}"
+        self._limited(limit)
         self._audit.record("connection.refused", reason=reason)
         asyncio.get_running_loop().call_later(
             _EARLY_REFUSAL_DELAY, conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, reason
         )
 
+    def _limited(self, limit: str) -> None:
+        self._outcome_class = "limited"
+        self._state.metrics.refusals.labels(limit).inc()
+
     def _auth_failed(self, fingerprint: str) -> None:
-        log.info("publickey rejected from %s:%d (%s)", *self._peer, fingerprint)
+        self._log.info(
+            "publickey rejected from %s:%d (%s)",
+            *self._peer,
+            fingerprint,
+            extra=fields("auth", method="publickey", outcome="failure", key=fingerprint),
+        )
+        self._state.metrics.auth.labels("publickey", "failure").inc()
         self._audit.record("auth", method="publickey", result="failure", key=fingerprint)
         if self._state.sources.auth_failed(self._peer[0]):
-            log.warning("banning %s after repeated authentication failures", self._peer[0])
+            self._log.warning(
+                "banning %s after repeated authentication failures",
+                self._peer[0],
+                extra=fields("ban", address=self._peer[0]),
+            )
             self._audit.record("ban", address=self._peer[0])
 
     def _auth_succeeded(self, fingerprint: str) -> None:
@@ -172,6 +202,7 @@ class GatewayConnection(asyncssh.SSHServer):
             )
         except ConnectionRejected as rejection:
             self._outcome = f"rejected: {rejection}"
+            self._outcome_class = "refused"
             self._audit.record(
                 "connection.rejected", username=username[:200], reason=str(rejection)
             )
@@ -179,20 +210,32 @@ class GatewayConnection(asyncssh.SSHServer):
         live = self._state.live.live_connections(username)
         if live >= self._state.max_connections_per_session:
             self._outcome = "rejected: too many connections to this session"
+            self._limited("per_session")
             raise asyncssh.DisconnectError(
                 asyncssh.DISC_TOO_MANY_CONNECTIONS,
                 f'session "{username}": too many connections ({live}) to this session',
             )
         self._audit.context["session"] = username
         self._forwarding = Forwarding(
-            self._state.hooks.provider, self._resolved, self._state.forwarding_policy, self._audit
+            self._state.hooks.provider,
+            self._resolved,
+            self._state.forwarding_policy,
+            self._audit,
+            metrics=self._state.metrics,
+            log=self._log,
         )
         if self._state.auth_mode == "none":
             return False  # the username is the session ID, as in the original
         try:
-            text = await collect_authorized_keys(self._resolved.sandbox, self._state.key_sources)
+            sandbox = self._resolved.sandbox
+            text = await self._state.metrics.timed(
+                self._state.metrics.hook_latency,
+                "authorized_keys",
+                lambda: collect_authorized_keys(sandbox, self._state.key_sources),
+            )
         except Exception as error:
             self._outcome = "rejected: authorized keys unavailable"
+            self._outcome_class = "refused"
             raise asyncssh.DisconnectError(
                 asyncssh.DISC_BY_APPLICATION,
                 f'session "{username}": cannot read its authorized keys: {one_line(error)}',
@@ -226,6 +269,10 @@ class GatewayConnection(asyncssh.SSHServer):
         self._audit.record(
             "auth", method=self._state.auth_mode, result="success", key=self._key_fingerprint
         )
+        self._state.metrics.auth.labels(self._state.auth_mode, "success").inc()
+        self._authenticated_at = time.monotonic()
+        self._audit.context["sandbox"] = resolved.sandbox.id[:12]
+        self._audit.context["user"] = resolved.user.username
         client_version = self._conn.get_extra_info("client_version") if self._conn else None
         self._audit.record(
             "connection.open",
@@ -234,18 +281,27 @@ class GatewayConnection(asyncssh.SSHServer):
             user=resolved.user.username,
         )
         self._live_release = self._state.live.track(resolved.session_id)
-        log.info(
+        self._log.info(
             "connection opened: session=%s remote=%s:%d sandbox=%s user=%s",
             resolved.session_id,
             *self._peer,
             resolved.sandbox.id[:12],
             resolved.user.username,
+            extra=fields("connection.open"),
         )
         if self._state.tracker is not None:
+            started = time.monotonic()
             try:
                 self._release = self._state.tracker.track(resolved.session_id)
-            except Exception:
-                log.exception("connection tracker failed for session %s", resolved.session_id)
+            except Exception as error:
+                self._state.metrics.errors.labels("hook:track", type(error).__name__).inc()
+                self._log.exception(
+                    "connection tracker failed for session %s",
+                    resolved.session_id,
+                    extra=fields("hook.error", hook="track"),
+                )
+            finally:
+                self._state.metrics.hook_latency.labels("track").observe(time.monotonic() - started)
 
     def session_requested(self) -> SSHChannelAdapter | bool:
         resolved = self._resolved
@@ -254,11 +310,13 @@ class GatewayConnection(asyncssh.SSHServer):
         endpoints = Endpoints(self._peer[0], self._peer[1], self._local[0], self._local[1])
 
         if len(self._sessions) >= self._state.max_sessions:
-            log.warning(
+            self._state.metrics.refusals.labels("max_sessions").inc()
+            self._log.warning(
                 "session %s from %s:%d: refusing channel beyond --max-sessions %d",
                 resolved.session_id,
                 *self._peer,
                 self._state.max_sessions,
+                extra=fields("channel.refused", limit="max_sessions"),
             )
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_RESOURCE_SHORTAGE,
@@ -277,6 +335,8 @@ class GatewayConnection(asyncssh.SSHServer):
                 accept_env=self._state.accept_env,
                 audit=self._audit,
                 starts=self._state.starts,
+                metrics=self._state.metrics,
+                log=self._log,
             )
 
         adapter = SSHChannelAdapter(make_session, on_close=self._sessions.discard)
@@ -322,6 +382,8 @@ class GatewayConnection(asyncssh.SSHServer):
         return active
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self in self._state.connections:
+            self._state.metrics.connections_open.dec()
         self._state.connections.discard(self)
         self._done_authenticating()
         if self._live_release is not None:
@@ -333,10 +395,20 @@ class GatewayConnection(asyncssh.SSHServer):
             try:
                 release()
             except Exception:
-                log.exception("connection tracker release failed")
+                self._log.exception(
+                    "connection tracker release failed", extra=fields("hook.error", hook="track")
+                )
         outcome = self._outcome or self._describe_end(exc)
         duration = time.monotonic() - self._opened_at
         sent, received = self._traffic.finish() if self._traffic else (None, None)
+        metrics = self._state.metrics
+        metrics.connections.labels(self._outcome_class or self._end_class(exc)).inc()
+        if sent:
+            metrics.bytes.labels("out").inc(sent)
+        if received:
+            metrics.bytes.labels("in").inc(received)
+        if self._authenticated_at is not None:
+            metrics.session_duration.observe(time.monotonic() - self._authenticated_at)
         self._audit.record(
             "connection.close",
             duration=round(duration, 3),
@@ -344,13 +416,27 @@ class GatewayConnection(asyncssh.SSHServer):
             bytes_out=sent,
             end=outcome,
         )
-        log.info(
+        self._log.info(
             "connection closed: session=%s remote=%s:%d duration=%.3fs end=%s",
             self.session_id or "-",
             *self._peer,
             duration,
             outcome,
+            extra=fields(
+                "connection.close",
+                duration=round(duration, 3),
+                outcome=outcome,
+                bytes_in=received,
+                bytes_out=sent,
+            ),
         )
+
+    def _end_class(self, exc: Exception | None) -> str:
+        if self._state.stopping:
+            return "server_stopped"
+        if exc is None or isinstance(exc, asyncssh.DisconnectError):
+            return "closed"
+        return "lost"
 
     def _describe_end(self, exc: Exception | None) -> str:
         if self._state.stopping:

@@ -52,7 +52,7 @@ async def open_direct_tcp(
     try:
         sock = await forwarding.connect_tcp(host, port)
     except ForwardingRefused as refusal:
-        log.info("direct-tcpip to %s:%d refused: %s", host, port, refusal)
+        forwarding.log.info("direct-tcpip to %s:%d refused: %s", host, port, refusal)
         raise _open_error(refusal) from None
     return cast(asyncssh.SSHTCPSession[bytes], await _bridge(sock))
 
@@ -61,7 +61,7 @@ async def open_direct_unix(forwarding: Forwarding, path: str) -> asyncssh.SSHUNI
     try:
         sock = await forwarding.connect_unix(path)
     except ForwardingRefused as refusal:
-        log.info("direct-streamlocal to %s refused: %s", path, refusal)
+        forwarding.log.info("direct-streamlocal to %s refused: %s", path, refusal)
         raise _open_error(refusal) from None
     return cast(asyncssh.SSHUNIXSession[bytes], await _bridge(sock))
 
@@ -115,7 +115,7 @@ async def listen_tcp(
     try:
         bound = await forwarding.listen_tcp(host, port)
     except ForwardingRefused as refusal:
-        log.info("tcpip-forward on %s:%d refused: %s", host, port, refusal)
+        forwarding.log.info("tcpip-forward on %s:%d refused: %s", host, port, refusal)
         return False
     bound_port = int(bound.sock.getsockname()[1])
 
@@ -136,7 +136,7 @@ async def listen_unix(
     try:
         bound = await forwarding.listen_unix(path)
     except ForwardingRefused as refusal:
-        log.info("streamlocal-forward on %s refused: %s", path, refusal)
+        forwarding.log.info("streamlocal-forward on %s refused: %s", path, refusal)
         return False
 
     async def open_channel(relay: Relay, transport: asyncio.Transport) -> None:

@@ -7,12 +7,17 @@ while 100 are open).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiodocker
 import aiohttp
+
+from ...hooks import SandboxError
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 
@@ -44,3 +49,24 @@ def open_client(docker_host: str | None) -> tuple[aiodocker.Docker, aiohttp.Base
         connector = aiohttp.TCPConnector(limit=0, ssl=context if context else False)
         return aiodocker.Docker(url=url, connector=connector), connector
     raise ValueError(f"unsupported Docker host {host!r}: use unix://PATH or tcp://HOST:PORT")
+
+
+# What a call to an engine that is down, gone or unreachable raises.
+UNREACHABLE = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+def unreachable_reason(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+@contextlib.contextmanager
+def runtime_errors() -> Iterator[None]:
+    """Turn "the engine does not answer" into one SandboxError the client can read."""
+    try:
+        yield
+    except SandboxError:
+        raise
+    except UNREACHABLE as error:
+        reason = unreachable_reason(error)
+        raise SandboxError(f"the sandbox runtime is unavailable: {reason}") from error

@@ -12,6 +12,7 @@ import aiodocker
 
 from ...hooks import BoundListener, Sandbox, SandboxError, UserInfo
 from .. import _hostns
+from ._client import runtime_errors
 
 _LOCALHOST = ("127.0.0.1", "::1")
 
@@ -60,7 +61,8 @@ class DockerNetwork:
         problem = self.forwarding_problem()
         if problem:
             raise SandboxError(problem)
-        info = await self._docker().containers.container(sandbox.id).show()
+        with runtime_errors():
+            info = await self._docker().containers.container(sandbox.id).show()
         pid = int((info.get("State") or {}).get("Pid") or 0)
         if pid <= 0:
             raise SandboxError("the sandbox is not running")

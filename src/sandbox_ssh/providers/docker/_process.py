@@ -13,6 +13,7 @@ from aiodocker.stream import Stream
 
 from ...hooks import OutputStream, ProcessSpec, SandboxError, TerminalSize
 from .. import _posix
+from ._client import UNREACHABLE, runtime_errors
 
 log = logging.getLogger("sandbox_ssh.docker")
 
@@ -137,7 +138,8 @@ class DockerProcess:
             return self._pending.pop(0)
         if self._stream is None:
             return None
-        message = await self._stream.read_out()
+        with runtime_errors():
+            message = await self._stream.read_out()
         if message is None:
             return None
         if self._tty or message.stream == OutputStream.STDOUT.value:
@@ -151,7 +153,8 @@ class DockerProcess:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _EXIT_POLL_LIMIT
         while True:
-            info = await self._exec.inspect()
+            with runtime_errors():
+                info = await self._exec.inspect()
             if not info.get("Running") and info.get("ExitCode") is not None:
                 return int(info["ExitCode"])
             if loop.time() > deadline:
@@ -162,7 +165,7 @@ class DockerProcess:
     async def resize(self, size: TerminalSize) -> None:
         if not self._tty or self._exec is None or self._pid is None:
             return
-        with contextlib.suppress(aiodocker.DockerError):
+        with contextlib.suppress(aiodocker.DockerError, *UNREACHABLE):
             await self._exec.resize(h=size.rows, w=size.cols)
 
     async def signal(self, signal_name: str) -> None:
@@ -185,6 +188,8 @@ class DockerProcess:
             await run_short(self._docker, self._container_id, argv, user=user)
         except aiodocker.DockerError as error:
             log.warning("control exec in %s failed: %s", self._container_id[:12], error.message)
+        except UNREACHABLE as error:
+            log.warning("control exec in %s failed: %s", self._container_id[:12], error)
 
     async def close(self) -> None:
         if self._closed:

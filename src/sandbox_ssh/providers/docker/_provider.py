@@ -22,7 +22,13 @@ from ...hooks import (
     UserInfo,
 )
 from .._runtime import RuntimeUnavailable
-from ._client import open_client, resolve_docker_host
+from ._client import (
+    UNREACHABLE,
+    open_client,
+    resolve_docker_host,
+    runtime_errors,
+    unreachable_reason,
+)
 from ._network import DockerNetwork
 from ._process import DockerProcess, run_short
 from ._runtime_path import RuntimePath
@@ -30,6 +36,14 @@ from ._runtime_path import RuntimePath
 log = logging.getLogger("sandbox_ssh.docker")
 T = TypeVar("T")
 ExecPath = Literal["auto", "runtime", "api"]
+# Docker 19.03's; everything the provider uses is older.
+MIN_API_VERSION = (1, 40)
+
+
+class _EngineNotAnswering(Exception):
+    """The engine did not answer at start-up; the checks are made again later."""
+
+
 EXEC_PATHS: tuple[ExecPath, ...] = ("auto", "runtime", "api")
 DEFAULT_LABEL = "sandbox-ssh.session"
 AUTHORIZED_KEYS_LABEL = "sandbox-ssh.authorized-keys"
@@ -147,12 +161,60 @@ class DockerProvider:
         return "runtime" if self._runtime is not None else "api"
 
     async def prepare(self) -> None:
-        """Choose the exec path and log it (once); raise when ``runtime`` was required."""
+        """Check the engine and choose the exec path, logging both (once); raise when the
+        engine is too old or ``runtime`` was required and is unavailable.
+
+        An engine that does not answer yet is a warning, not an error: the choice is made
+        again at the first process start, and connections are refused until then.
+        """
         if self._prepared is None:
             self._prepared = asyncio.ensure_future(self._choose_exec_path())
-        await asyncio.shield(self._prepared)
+        try:
+            await asyncio.shield(self._prepared)
+        except _EngineNotAnswering:
+            self._prepared = None
+
+    async def health(self) -> str | None:
+        """None while the engine answers; else why not (for /readyz)."""
+        try:
+            await self.docker.version()
+        except UNREACHABLE as error:
+            return f"the sandbox runtime is unavailable: {unreachable_reason(error)}"
+        except aiodocker.DockerError as error:
+            return f"the sandbox runtime failed: {error.message}"
+        return None
+
+    async def _check_engine(self) -> None:
+        host = resolve_docker_host(self._docker_host)
+        try:
+            version = await self.docker.version()
+        except UNREACHABLE as error:
+            reason = unreachable_reason(error)
+            hint = (
+                " (the gateway's user may not use the Docker socket: run it as root, or in "
+                "the docker group)"
+                if "permission denied" in reason.lower()
+                else ""
+            )
+            log.warning(
+                "the Docker Engine at %s does not answer: %s%s; sessions are refused until it does",
+                host,
+                reason,
+                hint,
+            )
+            raise _EngineNotAnswering(reason) from error
+        except aiodocker.DockerError as error:
+            raise SandboxError(f"the Docker Engine at {host} failed: {error.message}") from None
+        api = str(version.get("ApiVersion") or "0")
+        if tuple(int(n) for n in api.split(".")[:2] if n.isdigit()) < MIN_API_VERSION:
+            minimum = ".".join(map(str, MIN_API_VERSION))
+            raise SandboxError(
+                f"the Docker Engine at {host} speaks API {api}; sandbox-ssh needs {minimum} or "
+                "newer (Docker 19.03 or later)"
+            )
 
     async def _choose_exec_path(self) -> None:
+        await self._check_engine()
         if self._runtime is None:
             log.info("exec path: api (--exec-path api)")
             return
@@ -188,7 +250,8 @@ class DockerProvider:
         return result
 
     async def find_sandbox(self, session_id: str) -> Sandbox | None:
-        return await self._coalesced(("find", session_id), lambda: self._find(session_id))
+        with runtime_errors():
+            return await self._coalesced(("find", session_id), lambda: self._find(session_id))
 
     async def _find(self, session_id: str) -> Sandbox | None:
         try:
@@ -223,6 +286,10 @@ class DockerProvider:
         return sandbox
 
     async def ensure_sandbox(self, session_id: str) -> None:
+        with runtime_errors():
+            await self._ensure(session_id)
+
+    async def _ensure(self, session_id: str) -> None:
         sandbox = await self._require(session_id)
         if sandbox.status is SandboxStatus.RUNNING:
             return
@@ -264,6 +331,10 @@ class DockerProvider:
         return str(sandbox.labels.get(AUTHORIZED_KEYS_LABEL, ""))
 
     async def stop_sandbox(self, session_id: str) -> None:
+        with runtime_errors():
+            await self._stop(session_id)
+
+    async def _stop(self, session_id: str) -> None:
         sandbox = await self.find_sandbox(session_id)
         if sandbox is None or sandbox.status is not SandboxStatus.RUNNING:
             return
@@ -273,7 +344,8 @@ class DockerProvider:
             raise SandboxError(f"cannot stop the sandbox: {error.message}") from error
 
     async def get_user_info(self, session_id: str) -> UserInfo:
-        return await self._coalesced(("user", session_id), lambda: self._user_info(session_id))
+        with runtime_errors():
+            return await self._coalesced(("user", session_id), lambda: self._user_info(session_id))
 
     async def _user_info(self, session_id: str) -> UserInfo:
         sandbox = await self._require(session_id)
@@ -306,6 +378,10 @@ class DockerProvider:
         return UserInfo(username=fields[2], uid=int(fields[0]), gid=int(fields[1]))
 
     async def start_process(self, sandbox: Sandbox, spec: ProcessSpec) -> SandboxProcess:
+        with runtime_errors():
+            return await self._start_process(sandbox, spec)
+
+    async def _start_process(self, sandbox: Sandbox, spec: ProcessSpec) -> SandboxProcess:
         await self.prepare()
         if self._runtime is not None:
             try:

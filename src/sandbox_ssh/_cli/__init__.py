@@ -1,0 +1,1 @@
+"""The command line's settings: one table for --help, the TOML file and the environment."""
