@@ -2,73 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from ..support.containers import Containers
 from ..support.gateway import CliGateway, LoopThread
+from ..support.hookserver import TOKEN, HookServer
 from ..support.netclient import free_port
 from ..support.ssh import SSHClient
 from ..support.wait import wait_until
-
-TOKEN = "hook-token-7f3a"
-
-
-@dataclass
-class HookServer:
-    """A platform's hook endpoints; ``behaviour`` decides each answer per session ID."""
-
-    loop: LoopThread
-    calls: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
-    behaviour: dict[str, str] = field(default_factory=dict)
-    port: int = 0
-    runner: web.AppRunner | None = None
-    keys: dict[str, str] = field(default_factory=dict)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        hook = request.match_info["hook"]
-        body = await request.json()
-        self.calls.append((hook, body, request.headers.get("Authorization", "")))
-        mode = self.behaviour.get(body.get("session_id", ""), "ok")
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
-            return web.json_response({"error": "bad hook token"}, status=401)
-        if mode == f"{hook}:slow":
-            await asyncio.sleep(3)  # past the 1 s hook timeout
-        if mode == f"{hook}:500":
-            return web.Response(status=500, text="boom")
-        if mode == f"{hook}:403":
-            return web.json_response({"error": "billing: account suspended"}, status=403)
-        if mode == f"{hook}:garbage":
-            return web.Response(text="{not json", content_type="application/json")
-        if hook == "user":
-            return web.json_response({"username": "dev", "uid": 1000, "gid": 1000})
-        if hook == "keys":
-            return web.json_response({"authorized_keys": self.keys.get(body["session_id"], "")})
-        if hook == "env":
-            return web.json_response({"env": {"PLATFORM_TOKEN": "from-hook", "MULTI": "a\nb"}})
-        return web.json_response({"ok": True})
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hooks/{hook}", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def url(self, hook: str) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{hook}"
-
-    def hooks(self, name: str) -> list[dict[str, Any]]:
-        return [body for hook, body, _ in list(self.calls) if hook == name]
 
 
 @pytest.fixture

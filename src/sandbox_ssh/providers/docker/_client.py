@@ -51,12 +51,27 @@ def open_client(docker_host: str | None) -> tuple[aiodocker.Docker, aiohttp.Base
     raise ValueError(f"unsupported Docker host {host!r}: use unix://PATH or tcp://HOST:PORT")
 
 
-# What a call to an engine that is down, gone or unreachable raises.
+# What a call to an engine that is down, gone or unreachable raises; aiodocker also turns
+# connection failures into DockerError with its own status 900.
 UNREACHABLE = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+_AIODOCKER_CANNOT_CONNECT = 900
+
+
+def is_unreachable(error: BaseException) -> bool:
+    if isinstance(error, aiodocker.DockerError):
+        return error.status == _AIODOCKER_CANNOT_CONNECT
+    return isinstance(error, UNREACHABLE)
 
 
 def unreachable_reason(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, aiodocker.DockerError):
+        text = str(error.message)
+        # "Cannot connect to Docker Engine via unix://localhost [Cannot connect to ...]"
+        if text.endswith("]") and " [" in text:
+            text = text.split(" [", 1)[1][:-1]
+    else:
+        text = str(error)
+    text = " ".join(text.split()) or type(error).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -67,6 +82,15 @@ def runtime_errors() -> Iterator[None]:
         yield
     except SandboxError:
         raise
-    except UNREACHABLE as error:
+    except (*UNREACHABLE, aiodocker.DockerError) as error:
+        if not is_unreachable(error):
+            raise
         reason = unreachable_reason(error)
         raise SandboxError(f"the sandbox runtime is unavailable: {reason}") from error
+
+
+def engine_error(error: aiodocker.DockerError, what: str) -> SandboxError:
+    """``what: <the engine's message>``, or that the engine is unavailable."""
+    if is_unreachable(error):
+        return SandboxError(f"the sandbox runtime is unavailable: {unreachable_reason(error)}")
+    return SandboxError(f"{what}: {error.message}")

@@ -13,7 +13,7 @@ from aiodocker.stream import Stream
 
 from ...hooks import OutputStream, ProcessSpec, SandboxError, TerminalSize
 from .. import _posix
-from ._client import UNREACHABLE, runtime_errors
+from ._client import UNREACHABLE, engine_error, runtime_errors
 
 log = logging.getLogger("sandbox_ssh.docker")
 
@@ -83,7 +83,7 @@ class DockerProcess:
         except aiodocker.DockerError as error:
             if error.status == 409 and "is not running" in str(error.message):
                 raise SandboxError("the sandbox is not running") from error
-            raise SandboxError(f"the sandbox refused the process: {error.message}") from error
+            raise engine_error(error, "the sandbox refused the process") from error
         await self._read_pid()
 
     async def _read_pid(self) -> None:

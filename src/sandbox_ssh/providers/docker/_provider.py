@@ -24,6 +24,8 @@ from ...hooks import (
 from .._runtime import RuntimeUnavailable
 from ._client import (
     UNREACHABLE,
+    engine_error,
+    is_unreachable,
     open_client,
     resolve_docker_host,
     runtime_errors,
@@ -178,17 +180,21 @@ class DockerProvider:
         """None while the engine answers; else why not (for /readyz)."""
         try:
             await self.docker.version()
-        except UNREACHABLE as error:
-            return f"the sandbox runtime is unavailable: {unreachable_reason(error)}"
-        except aiodocker.DockerError as error:
-            return f"the sandbox runtime failed: {error.message}"
+        except (*UNREACHABLE, aiodocker.DockerError) as error:
+            if is_unreachable(error):
+                return f"the sandbox runtime is unavailable: {unreachable_reason(error)}"
+            return f"the sandbox runtime failed: {getattr(error, 'message', error)}"
         return None
 
     async def _check_engine(self) -> None:
         host = resolve_docker_host(self._docker_host)
         try:
             version = await self.docker.version()
-        except UNREACHABLE as error:
+        except (*UNREACHABLE, aiodocker.DockerError) as error:
+            if not is_unreachable(error):
+                raise SandboxError(
+                    f"the Docker Engine at {host} failed: {getattr(error, 'message', error)}"
+                ) from None
             reason = unreachable_reason(error)
             hint = (
                 " (the gateway's user may not use the Docker socket: run it as root, or in "
@@ -203,8 +209,6 @@ class DockerProvider:
                 hint,
             )
             raise _EngineNotAnswering(reason) from error
-        except aiodocker.DockerError as error:
-            raise SandboxError(f"the Docker Engine at {host} failed: {error.message}") from None
         api = str(version.get("ApiVersion") or "0")
         if tuple(int(n) for n in api.split(".")[:2] if n.isdigit()) < MIN_API_VERSION:
             minimum = ".".join(map(str, MIN_API_VERSION))
@@ -259,7 +263,7 @@ class DockerProvider:
                 all=True, filters={"label": [f"{self.label}={session_id}"]}
             )
         except aiodocker.DockerError as error:
-            raise SandboxError(f"the container runtime failed: {error.message}") from error
+            raise engine_error(error, "the container runtime failed") from error
         # The engine's filter already matches exactly; check again rather than trust it.
         matches = [c for c in containers if (c["Labels"] or {}).get(self.label) == session_id]
         if not matches:
@@ -302,9 +306,8 @@ class DockerProvider:
             else:
                 raise SandboxError(f'the sandbox of session "{session_id}" cannot be started now')
         except aiodocker.DockerError as error:
-            raise SandboxError(
-                f'the sandbox of session "{session_id}" failed to start: {error.message}'
-            ) from error
+            what = f'the sandbox of session "{session_id}" failed to start'
+            raise engine_error(error, what) from error
         await self._wait_running(session_id, sandbox.id)
 
     async def _wait_running(self, session_id: str, container_id: str) -> None:
@@ -341,7 +344,7 @@ class DockerProvider:
         try:
             await self.docker.containers.container(sandbox.id).stop(t=10)
         except aiodocker.DockerError as error:
-            raise SandboxError(f"cannot stop the sandbox: {error.message}") from error
+            raise engine_error(error, "cannot stop the sandbox") from error
 
     async def get_user_info(self, session_id: str) -> UserInfo:
         with runtime_errors():
@@ -366,10 +369,8 @@ class DockerProvider:
         try:
             exit_code, output = await run_short(self.docker, container_id, argv, configured)
         except aiodocker.DockerError as error:
-            raise SandboxError(
-                f'cannot resolve user "{configured}" in the sandbox of session "{session_id}": '
-                f"{error.message}"
-            ) from error
+            what = f'cannot resolve user "{configured}" in the sandbox of session "{session_id}"'
+            raise engine_error(error, what) from error
         fields = output.decode(errors="replace").split()
         if exit_code != 0 or len(fields) != 3 or not fields[0].isdigit() or not fields[1].isdigit():
             raise SandboxError(

@@ -38,10 +38,12 @@ from .._runtime import (
 from .._runtime._launcher import StartRefused
 from .._runtime._process import RefusedProcess
 from .._runtime._users import UnknownGroup, passwd_primary_gid, resolve_group_add
+from ._client import engine_error
 
 log = logging.getLogger("sandbox_ssh.docker")
 
 _ACCOUNTS_SECONDS = 60.0
+_UNUSABLE_SECONDS = 60.0
 
 
 def _root_candidates(name: str, runtime_args: list[str]) -> list[str]:
@@ -104,6 +106,8 @@ class RuntimePath:
         self._roots: dict[str, str] = {}
         self._contexts: dict[str, _Context] = {}
         self._building: dict[str, asyncio.Future[_Context]] = {}
+        # Containers the runtime path cannot serve, and since when: not probed again for a while.
+        self._unusable: dict[str, tuple[float, RuntimeUnavailable]] = {}
         self._accounts: dict[str, _Accounts] = {}
 
     async def close(self) -> None:
@@ -152,6 +156,16 @@ class RuntimePath:
         context = self._contexts.get(container_id)
         if context is not None and context.still_running():
             return context
+        known = self._unusable.get(container_id)
+        if known is not None and time.monotonic() - known[0] < _UNUSABLE_SECONDS:
+            raise known[1]
+        try:
+            return await self._fresh_context(container_id)
+        except RuntimeUnavailable as error:
+            self._unusable[container_id] = (time.monotonic(), error)
+            raise
+
+    async def _fresh_context(self, container_id: str) -> _Context:
         building = self._building.get(container_id)
         if building is None:
             building = asyncio.ensure_future(self._build_context(container_id))
@@ -165,7 +179,7 @@ class RuntimePath:
         try:
             info = await self._docker().containers.container(container_id).show()
         except aiodocker.DockerError as error:
-            raise SandboxError(f"the container runtime failed: {error.message}") from error
+            raise engine_error(error, "the container runtime failed") from error
         state = info.get("State") or {}
         if not state.get("Running") or state.get("Paused"):
             raise SandboxError("the sandbox is not running")
