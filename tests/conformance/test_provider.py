@@ -196,6 +196,14 @@ def test_hangup_ends_the_session_but_spares_the_detached(harness: Harness) -> No
     async def scenario(provider: SandboxProvider) -> None:
         process = await start(provider, session_id, ProcessSpec(argv=["sh", "-c", script]))
         assert await process.read_output() == (OutputStream.STDOUT, b"up\n")
+        # Until they exec sleep, the background jobs still hold the session's stdio, and
+        # would rightly be hung up: wait for them to have let go.
+        await asyncio.to_thread(
+            wait_until,
+            lambda: (
+                {"sleep 2001", "sleep 2002", "sleep 2003"} <= set(harness.processes(sandbox_id))
+            ),
+        )
         await process.hangup()
         await process.close()
 

@@ -93,7 +93,7 @@ def test_no_process_is_left_after_a_disconnect_but_nohup_survives(
         "sleep 1001 & sleep 1000"
     )
     client = started(ssh, sandbox.session_id, command, "running")
-    wait_until(lambda: "sleep 1003" in sandbox.processes())
+    wait_until(lambda: {"sleep 1002", "sleep 1003"} <= set(sandbox.processes()))
     client.kill()
     client.wait()
 
