@@ -19,7 +19,7 @@ import asyncssh
 import paramiko
 import pytest
 
-from ..conftest import GatewayFactory
+from ..conftest import Gateway, GatewayFactory
 from ..support.containers import Container, Containers, docker
 from ..support.gateway import CliGateway
 from ..support.ssh import SSHClient
@@ -201,6 +201,59 @@ def test_a_tty_session_is_hung_up_by_the_kernel_when_the_client_dies(
     client.kill()
     client.wait()
     wait_until(lambda: sandbox.exec("cat", "/tmp/hup-seen", check=False) == "hup")
+
+
+# Takes the lowest free terminal until it gets /dev/pts/N, then holds it and records
+# any signal that reaches it. Run with docker exec, so it is no session's member.
+PTY_GRABBER = r"""
+import os, signal, sys, time
+wanted = sys.argv[1]
+def seen(signum, frame):
+    open("/tmp/grabber-signal", "w").write(str(signum))
+signal.signal(signal.SIGHUP, seen)
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    master, slave = os.openpty()
+    if os.ttyname(slave) == wanted:
+        open("/tmp/grabber-pid", "w").write(str(os.getpid()))
+        time.sleep(600)
+    os.close(master)
+    os.close(slave)
+"""
+
+
+def _processes_running(gateway: Gateway) -> float:
+    for line in gateway.gateway.server.metrics.exposition().decode().splitlines():
+        if line.startswith("sandbox_ssh_processes "):
+            return float(line.split()[1])
+    raise AssertionError("no sandbox_ssh_processes gauge")
+
+
+def test_regression_hangup_spares_a_new_terminal_that_reuses_the_old_index(
+    gateway_factory: GatewayFactory, sandbox: Container
+) -> None:
+    # Seen as exit 137 in a new session while 200 others were being hung up: the
+    # scan matched the terminal by (device, inode), and a freed pty's index, with
+    # its inode number, went to the new session before the scan ran.
+    gateway = gateway_factory(exec_path="runtime")
+    client = gateway.client.popen(
+        sandbox.session_id,
+        "tty; exec sleep 600",
+        options=["-tt"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert client.stdout is not None
+    terminal = client.stdout.readline().decode().strip()
+    assert terminal.startswith("/dev/pts/"), terminal
+    docker("exec", "-d", sandbox.id, "python3", "-c", PTY_GRABBER, terminal)
+    client.kill()
+    client.wait()
+    grabber = wait_until(lambda: sandbox.exec("cat", "/tmp/grabber-pid", check=False), timeout=60)
+    wait_until(lambda: _processes_running(gateway) == 0)
+    assert sandbox.exec("cat", "/tmp/grabber-signal", check=False) == ""
+    assert sandbox.exec("sh", "-c", f"kill -0 {grabber} && echo alive").strip() == "alive"
 
 
 @pytest.fixture

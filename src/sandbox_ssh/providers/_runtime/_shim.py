@@ -93,6 +93,10 @@ class Tracked:
     pid: int
     namespace: str
     targets: frozenset[Identity]
+    # A copy of the terminal's master, held until the hang-up is done: closing the last
+    # master frees the pty's index, and a new terminal with that index has the same
+    # (device, inode), so a scan after that would find another session's processes.
+    terminal: int | None = None
     exited: bool = False
     released: bool = False
     hanging_up: bool = False
@@ -327,7 +331,13 @@ class Shim:
             for path in (launch.pid_file, launch.log_file, *launch.files):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
-        record = Tracked(launch.id, pid, launch.namespace, frozenset(launch.targets))
+        record = Tracked(
+            launch.id,
+            pid,
+            launch.namespace,
+            frozenset(launch.targets),
+            terminal=os.dup(master) if master is not None else None,
+        )
         self.tracked[record.id] = record
         self._reply({"op": "started", "id": record.id, "pid": pid}, [master] if master else [])
         early = self.unclaimed.pop(pid, None)
@@ -392,8 +402,15 @@ class Shim:
         self._forget_if_done(record)
 
     def _forget_if_done(self, record: Tracked) -> None:
-        if record.exited and record.released and not record.hanging_up:
-            self.tracked.pop(record.id, None)
+        if record.released and not record.hanging_up:
+            self._drop_terminal(record)  # the kernel hangs up whoever still holds it
+            if record.exited:
+                self.tracked.pop(record.id, None)
+
+    def _drop_terminal(self, record: Tracked) -> None:
+        if record.terminal is not None:
+            os.close(record.terminal)
+            record.terminal = None
 
     # Requests about a started process.
 
