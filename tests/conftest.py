@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,11 +14,14 @@ import pytest
 from sandbox_ssh import Config
 from sandbox_ssh.providers.docker import DockerProvider, ExecPath
 
+from .support import containers as containers_support
 from .support import gateway as gateway_support
 from .support.containers import Container, Containers, remove_stale_test_containers
 from .support.gateway import InProcessGateway, LoopThread
 from .support.ssh import SSHClient
-from .support.system import ensure_commands, ensure_dockerd, ensure_sandbox_image
+from .support.system import ensure_commands, ensure_dockerd, ensure_podman, ensure_sandbox_image
+
+PODMAN_CREATE_ARGS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,6 +31,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="runtime",
         help="How the gateways under test start processes (the suite runs once per path).",
     )
+    parser.addoption(
+        "--engine",
+        choices=("docker", "podman"),
+        default="docker",
+        help="The container engine behind the Docker API: dockerd, or rootful Podman's "
+        "`podman system service` (started by the suite; DOCKER_HOST then points at it).",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,7 +45,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"sandbox-ssh exec path: {config.getoption('--exec-path')}"
+    return (
+        f"sandbox-ssh exec path: {config.getoption('--exec-path')}, "
+        f"engine: {config.getoption('--engine')}"
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(request: pytest.FixtureRequest) -> str:
+    """``docker`` (dockerd) or ``podman``, as --engine chose."""
+    return str(request.config.getoption("--engine"))
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +64,14 @@ def exec_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def sandbox_image() -> str:
-    ensure_dockerd()
+def sandbox_image(engine: str) -> str:
+    if engine == "podman":
+        # Everything after this (the docker CLI, the gateways, their subprocesses) talks to
+        # Podman through its Docker-compatible API.
+        os.environ["DOCKER_HOST"] = ensure_podman()
+        containers_support.ENGINE_CREATE_ARGS[:] = PODMAN_CREATE_ARGS
+    else:
+        ensure_dockerd()
     remove_stale_test_containers()
     return ensure_sandbox_image()
 

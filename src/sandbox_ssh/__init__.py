@@ -3,6 +3,7 @@
 from ._session.forwarding import ForwardingKind
 from .config import Config
 from .hooks import (
+    AgentSocketHost,
     AuthorizedKeysSource,
     BoundListener,
     ConnectionTracker,
@@ -34,6 +35,7 @@ from .tracking import CombinedTracker, IdleStopper, InMemoryConnectionTracker
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgentSocketHost",
     "AuthorizedKeysSource",
     "BoundListener",
     "CombinedTracker",

@@ -155,6 +155,11 @@ def _build(
         disabled_forwarding=frozenset(ForwardingKind)
         if options.no_forwarding
         else frozenset(ForwardingKind(kind) for kind in options.disable_forwarding),
+        agent_forwarding=not options.no_agent_forwarding,
+        record_dir=options.record_dir,
+        record_exec=options.record == "exec",
+        record_input=options.record_input,
+        record_max_bytes=options.record_max_bytes,
         sftp_server_path=options.sftp_server,
         ensure_timeout=options.ensure_timeout,
         user_fallback_root=options.user_fallback == "root",

@@ -11,6 +11,7 @@ from pathlib import Path
 from ._session.audit import AuditSink
 from ._session.channel import SubsystemConfig
 from ._session.forwarding import ForwardingKind, ForwardingPolicy
+from ._session.recording import RecordingPolicy
 from ._session.resolve import DEFAULT_SESSION_ID_PATTERN
 from ._ssh import algorithms
 from .hooks import (
@@ -43,6 +44,8 @@ class Config:
     login_timeout: float = 30.0
     # Forwarding kinds that are switched off; everything is dialled inside the sandbox.
     disabled_forwarding: frozenset[ForwardingKind] = frozenset()
+    # ssh -A: the client's agent, reached from a socket inside the sandbox (sshd's default).
+    agent_forwarding: bool = True
     # The sandbox's sftp-server; None searches the usual OpenSSH locations.
     sftp_server_path: str | None = None
     # Longest an ensure may take before the client is refused.
@@ -85,6 +88,12 @@ class Config:
     # Where audit events go (e.g. sandbox_ssh.audit.AuditLog); None: nowhere.
     audit_sink: AuditSink | None = None
     server_version: str = "sandbox-ssh"
+    # Where sessions are recorded as asciicast v2 files (PTY sessions; with record_exec,
+    # every shell and exec too); None: no recording. Input only with record_input.
+    record_dir: Path | None = None
+    record_exec: bool = False
+    record_input: bool = False
+    record_max_bytes: int = 100 * 1024 * 1024
     # HOST:PORT of the HTTP endpoint with /metrics (Prometheus), /healthz and /readyz; None: off.
     metrics_listen: str | None = None
     # Server.drain(): how long live connections may go on once the listener is closed.
@@ -145,6 +154,18 @@ def parse_duration(text: str) -> float:
     return total
 
 
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?")
+_BYTES_PER_UNIT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``1048576``, ``512K``, ``100M``, ``100MiB`` or ``2G`` (binary units)."""
+    match = _SIZE.fullmatch(text.strip().lower())
+    if not match:
+        raise ValueError(f"size {text!r} is not like 4096, 512K, 100M or 2G")
+    return int(match.group(1)) * _BYTES_PER_UNIT[match.group(2)]
+
+
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -188,3 +209,14 @@ def check_algorithms(config: Config) -> None:
             algorithms.check_algorithms(kind, tuple(names))
         except ValueError as error:
             raise ConfigError(str(error)) from None
+
+
+def recording_policy(config: Config) -> RecordingPolicy | None:
+    if config.record_dir is None:
+        return None
+    return RecordingPolicy(
+        Path(config.record_dir),
+        exec_too=config.record_exec,
+        record_input=config.record_input,
+        max_bytes=config.record_max_bytes,
+    )

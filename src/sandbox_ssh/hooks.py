@@ -200,6 +200,7 @@ class BoundListener:
 
     sock: socket.socket
     cleanup: Callable[[], None] = lambda: None
+    path: str = ""  # for a unix socket: where the sandbox's processes find it
 
 
 @runtime_checkable
@@ -221,6 +222,19 @@ class SandboxNetwork(Protocol):
     async def listen_tcp(self, sandbox: Sandbox, host: str, port: int) -> BoundListener: ...
 
     async def listen_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> BoundListener: ...
+
+
+@runtime_checkable
+class AgentSocketHost(Protocol):
+    """Optional provider capability: the socket a forwarded ssh-agent is reached at.
+
+    A listening unix socket in a fresh directory inside the sandbox, both owned
+    by ``user`` (directory 0700, socket 0600), so that no other user of the
+    sandbox can reach the agent. ``BoundListener.path`` is its path in the
+    sandbox; ``cleanup`` removes the socket and the directory.
+    """
+
+    async def listen_agent_socket(self, sandbox: Sandbox, user: UserInfo) -> BoundListener: ...
 
 
 @runtime_checkable
@@ -268,6 +282,7 @@ class ConnectionTracker(Protocol):
 
 __all__ = [
     "ROOT_USER",
+    "AgentSocketHost",
     "AuthorizedKeysSource",
     "BoundListener",
     "ConnectionTracker",

@@ -31,6 +31,7 @@ from .config import (
     forwarding_policy,
     is_loopback,
     parse_address,
+    recording_policy,
     subsystem_config,
 )
 from .hooks import (
@@ -88,6 +89,8 @@ class Server:
             max_connections_per_session=config.max_connections_per_session,
             audit=config.audit_sink or NoAudit(),
             metrics=self.metrics,
+            agent_forwarding=config.agent_forwarding,
+            recording=recording_policy(config),
             starts=StartScheduler(config.max_concurrent_starts),
             sources=SourceGuard(
                 connections_per_minute=config.connections_per_minute,
@@ -140,7 +143,7 @@ class Server:
             encoding=None,
             line_editor=False,
             allow_scp=False,
-            agent_forwarding=False,
+            agent_forwarding=True,  # requests are answered by _ssh/agent.py, in the sandbox
             x11_forwarding=False,
             kex_algs=list(self.config.kex_algorithms),
             encryption_algs=list(self.config.ciphers),

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 TEST_LABEL = "sandbox-ssh.test"
 SESSION_LABEL = "sandbox-ssh.session"
+# Extra `docker create` arguments the engine under test needs (set by conftest): rootful
+# Podman's default rlimits exceed what root may set without CAP_SYS_RESOURCE, so its
+# containers fail to start ("error setting rlimit type 7") unless the limits are given.
+ENGINE_CREATE_ARGS: list[str] = []
 
 
 def docker(*args: str, check: bool = True, input: bytes | None = None) -> str:
@@ -85,6 +89,7 @@ class Containers:
             args += ["--name", name]
         if user:
             args += ["--user", user]
+        args += ENGINE_CREATE_ARGS
         container_id = docker(*args, *extra, self.image, *command).strip()
         self._started.append(container_id)
         if running:

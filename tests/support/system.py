@@ -38,7 +38,12 @@ _PACKAGE_FOR = {
     "fusermount3": "fuse3",
     "node": "nodejs",
     "npm": "npm",
+    "podman": "podman",
+    "catatonit": "catatonit",  # podman run --init
 }
+
+# Where the suite's own Podman API service listens (podman system service).
+PODMAN_SOCKET = Path("/run/sandbox-ssh-test-podman/podman.sock")
 
 
 def apt_install(*packages: str) -> None:
@@ -79,6 +84,35 @@ def ensure_dockerd(timeout: float = 90.0) -> None:
                 "dockerd did not become ready; see /var/log/sandbox-ssh-test-dockerd.log"
             )
         time.sleep(0.2)  # polling readiness of a daemon we started, not synchronising tests
+
+
+def _podman_answers(env: dict[str, str]) -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True, env=env).returncode == 0
+
+
+def ensure_podman(timeout: float = 90.0) -> str:
+    """Start Podman's Docker-compatible API service (rootful) and return its DOCKER_HOST."""
+    ensure_commands("docker", "podman", "catatonit")
+    docker_host = f"unix://{PODMAN_SOCKET}"
+    env = {**os.environ, "DOCKER_HOST": docker_host}
+    if _podman_answers(env):
+        return docker_host
+    PODMAN_SOCKET.parent.mkdir(parents=True, exist_ok=True)
+    log = open("/var/log/sandbox-ssh-test-podman.log", "ab")  # noqa: SIM115
+    subprocess.Popen(
+        ["podman", "system", "service", "--time=0", docker_host],
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while not _podman_answers(env):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                "podman system service did not answer; see /var/log/sandbox-ssh-test-podman.log"
+            )
+        time.sleep(0.2)  # polling readiness of a service we started, not synchronising tests
+    return docker_host
 
 
 def ensure_sandbox_image() -> str:

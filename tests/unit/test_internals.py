@@ -97,6 +97,15 @@ def test_the_internals_used_still_exist() -> None:
         "msg",
         "signature",
     ]
+    # replace_agent_listener / open_agent_channel: the session channel awaits the
+    # connection's create_agent_listener for auth-agent-req (replying once it is done, so
+    # the shell or exec request after it waits), and create_agent_channel makes the
+    # client-bound channel.
+    agent_request = asyncssh.channel.SSHServerChannel._finish_agent_req_request
+    assert "await self._conn.create_agent_listener()" in inspect.getsource(agent_request)
+    assert inspect.iscoroutinefunction(server.create_agent_listener)
+    assert "self" in inspect.signature(server.create_agent_channel).parameters
+    assert inspect.iscoroutinefunction(asyncssh.channel.SSHAgentChannel.open)
 
 
 def test_fast_chacha_is_what_new_keys_get() -> None:

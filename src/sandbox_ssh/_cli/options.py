@@ -10,7 +10,7 @@ import platformdirs
 
 from .._session.forwarding import ForwardingKind
 from .._session.resolve import DEFAULT_SESSION_ID_PATTERN
-from ..config import parse_address, parse_duration
+from ..config import parse_address, parse_duration, parse_size
 from ..providers.docker import DEFAULT_LABEL, EXEC_PATHS
 from .settings import Setting
 
@@ -32,6 +32,15 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float |
         return value
     try:
         return parse_duration(str(value))
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: Any) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        return parse_size(str(value))
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
 
@@ -95,6 +104,13 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
         negatable=True,
     ),
     Setting("no-forwarding", "Refuse every kind of port and socket forwarding.", flag=True),
+    Setting(
+        "no-agent-forwarding",
+        "Refuse ssh -A. Otherwise a forwarded agent is reached from a socket in a fresh "
+        "directory inside the sandbox, owned by the session user (0700, socket 0600), as "
+        "SSH_AUTH_SOCK.",
+        flag=True,
+    ),
     Setting(
         "disable-forwarding",
         "Refuse one kind of forwarding (repeatable): local (-L, -D, -W), remote (-R), "
@@ -306,6 +322,33 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
         "audit-log",
         "Append audit events as JSON lines (reopened on SIGHUP, for rotation; see SECURITY.md).",
         type=FILE,
+    ),
+    Setting(
+        "record-dir",
+        "Record sessions as asciinema v2 .cast files in DIR/<session ID>/ (0700; files "
+        "0600), written as they run. The audit log's session events name the file.",
+        type=DIRECTORY,
+        default_text="off",
+    ),
+    Setting(
+        "record",
+        "What --record-dir records: pty (sessions with a terminal) or exec (every shell, "
+        "exec and PTY session).",
+        type=click.Choice(["pty", "exec"]),
+        default="pty",
+    ),
+    Setting(
+        "record-input",
+        "Record what the client types too (off: it captures passwords typed at prompts).",
+        flag=True,
+    ),
+    Setting(
+        "record-max-bytes",
+        "Largest recording per session channel; past it a marker ends the file and the "
+        "session goes on.",
+        callback=_size,
+        default="100M",
+        metavar="SIZE",
     ),
     Setting(
         "metrics-listen",

@@ -28,8 +28,10 @@ from ..hooks import (
     TerminalSize,
 )
 from . import login
+from .agent import AgentForwarding
 from .audit import ConnectionAudit, NoAudit
 from .environment import Endpoints, accepts, build_environment
+from .recording import Recorder, RecordingPolicy
 from .resolve import ResolvedConnection, one_line
 from .starts import StartScheduler
 
@@ -114,6 +116,8 @@ class SessionChannel:
         starts: StartScheduler | None = None,
         metrics: Metrics | None = None,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+        agent: AgentForwarding | None = None,
+        recording: RecordingPolicy | None = None,
     ) -> None:
         self._provider = provider
         self._connection = connection
@@ -130,6 +134,9 @@ class SessionChannel:
         self._metrics = metrics or Metrics()
         self._log = log if log is not None else logging.getLogger("sandbox_ssh.session")
         self._started_at = 0.0
+        self._agent = agent
+        self._recording = recording
+        self._recorder: Recorder | None = None
         self._counted_process = False
         self._client_env: dict[str, str] = {}
         self._client_env_bytes = 0
@@ -218,17 +225,43 @@ class SessionChannel:
         kind = "sftp" if mode is login.Mode.DIRECT else "pty" if pty else mode.value
         self._metrics.channels.labels(kind).inc()
         term = self._pty.term if self._pty else None
+        recording = self._start_recording(mode, command)
         if mode is login.Mode.EXEC:
-            self._audit.record("exec", command=command, pty=pty)
+            self._audit.record("exec", command=command, pty=pty, recording=recording)
         elif mode is login.Mode.SHELL:
-            self._audit.record("shell", pty=pty, term=term)
+            self._audit.record("shell", pty=pty, term=term, recording=recording)
         else:
             self._audit.record("subsystem", argv=self._subsystem_argv)
         self._task = asyncio.ensure_future(self._run(mode, command))
 
+    def _start_recording(self, mode: login.Mode, command: str | None) -> str | None:
+        policy = self._recording
+        if policy is None or mode is login.Mode.DIRECT:
+            return None
+        if self._pty is None and not policy.exec_too:
+            return None
+        size = self._pty.size if self._pty else TerminalSize(cols=80, rows=24)
+        facts = {
+            "sandbox": self._connection.sandbox.id[:12],
+            "user": self._connection.user.username,
+            "connection": self._audit.connection_id,
+            "term": self._pty.term if self._pty else None,
+            "command": command,
+        }
+        try:
+            self._recorder = Recorder(
+                policy, self._connection.session_id, size.cols, size.rows, facts
+            )
+        except OSError as error:
+            self._log.warning("cannot record this session: %s", error)
+            return None
+        return str(self._recorder.path)
+
     # Traffic and events while it runs.
 
     def feed_stdin(self, data: bytes) -> None:
+        if self._recorder is not None:
+            self._recorder.input(data)
         process = self._direct
         if (
             process is not None
@@ -254,6 +287,8 @@ class SessionChannel:
             self._stdin_ready.set()
 
     def resize(self, size: TerminalSize) -> None:
+        if self._recorder is not None:
+            self._recorder.resize(size.cols, size.rows)
         # Coalesce: only the latest size matters, and resizes must not reorder.
         self._pending_size = size
         if not self._resize_running and self._process is not None:
@@ -271,6 +306,8 @@ class SessionChannel:
         if self._closed:
             return
         self._closed = True
+        if self._recorder is not None:
+            self._recorder.close()
         process = self._process
         if process is None:
             return  # not started yet: _run hangs it up as soon as it exists
@@ -295,7 +332,11 @@ class SessionChannel:
     # Internals.
 
     async def _run(self, mode: login.Mode, command: str | None) -> None:
-        spec = self._process_spec(mode, command)
+        agent_socket = await self._agent.socket_path() if self._agent is not None else None
+        if mode is login.Mode.SHELL and self._agent is not None and self._agent.refusal:
+            notice = f"sandbox-ssh: agent forwarding refused: {self._agent.refusal}\r\n"
+            self._output.write(notice.encode(), OutputStream.STDERR)
+        spec = self._process_spec(mode, command, agent_socket)
         try:
             process = await self._start_process(spec)
         except asyncio.CancelledError:
@@ -328,6 +369,8 @@ class SessionChannel:
             stdin_task.cancel()
         self._finished = True
         self._process_ended()
+        if self._recorder is not None:
+            self._recorder.close()
         signal = process.exit_signal() if isinstance(process, ExitSignalReporter) else None
         if signal is not None:
             self._audit.record("exit", signal=signal.name, core_dumped=signal.core_dumped)
@@ -350,7 +393,9 @@ class SessionChannel:
 
         return await self._starts.run(sandbox.id, self._audit.connection_id, start)
 
-    def _process_spec(self, mode: login.Mode, command: str | None) -> ProcessSpec:
+    def _process_spec(
+        self, mode: login.Mode, command: str | None, agent_socket: str | None = None
+    ) -> ProcessSpec:
         user = self._connection.user
         terminal = self._pty.size if self._pty else None
         env = build_environment(
@@ -358,6 +403,7 @@ class SessionChannel:
             self._client_env,
             self._endpoints,
             term=self._pty.term if self._pty else None,
+            agent_socket=agent_socket,
         )
         argv = login.login_argv(
             mode,
@@ -383,13 +429,18 @@ class SessionChannel:
             if chunk is None:
                 return
             stream, data = chunk
-            self._output.write(data, stream)
+            self._write(data, stream)
             await self._output.drain()
 
     def _deliver(self, stream: OutputStream, data: bytes) -> bool:
         """Output straight from the process's descriptor; False once the client's window is full."""
-        self._output.write(data, stream)
+        self._write(data, stream)
         return self._output.writable()
+
+    def _write(self, data: bytes, stream: OutputStream) -> None:
+        if self._recorder is not None:
+            self._recorder.output(data)
+        self._output.write(data, stream)
 
     async def _pump_stdin(self, process: SandboxProcess) -> None:
         while True:

@@ -34,6 +34,7 @@ def build_environment(
     client: Mapping[str, str],
     endpoints: Endpoints,
     term: str | None,
+    agent_socket: str | None = None,
 ) -> dict[str, str]:
     """Platform variables first, the client's ``env`` requests over them, then sshd's own."""
     env: dict[str, str] = {}
@@ -46,6 +47,8 @@ def build_environment(
         f"{endpoints.client_host} {endpoints.client_port} "
         f"{endpoints.server_host} {endpoints.server_port}"
     )
+    if agent_socket is not None:
+        env["SSH_AUTH_SOCK"] = agent_socket  # set by the gateway, as by sshd: not overridable
     if term is not None:
         env["TERM"] = term
     else:

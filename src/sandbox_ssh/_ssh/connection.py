@@ -14,11 +14,13 @@ import asyncssh
 
 from .._logs import ConnectionLog, fields
 from .._metrics import Metrics
+from .._session.agent import AgentForwarding
 from .._session.audit import AuditSink, ConnectionAudit, NoAudit
 from .._session.channel import SessionChannel, SubsystemConfig
 from .._session.environment import Endpoints
 from .._session.forwarding import Forwarding, ForwardingPolicy
 from .._session.keys import KeySources, collect_authorized_keys
+from .._session.recording import RecordingPolicy
 from .._session.resolve import (
     ConnectionRejected,
     Hooks,
@@ -30,6 +32,7 @@ from .._session.starts import StartScheduler
 from ..hooks import ConnectionTracker, Release
 from ..tracking import InMemoryConnectionTracker
 from . import forwarding
+from .agent import serve_agent
 from .auth import limit_auth_attempts, parse_authorized_keys
 from .internals import coalesce_writes, follow_rfc_kex_guess, skip_cbc_ignore_padding
 from .limits import SourceGuard
@@ -64,6 +67,8 @@ class GatewayState:
     sources: SourceGuard = field(default_factory=SourceGuard)
     starts: StartScheduler = field(default_factory=StartScheduler)
     metrics: Metrics = field(default_factory=Metrics)
+    agent_forwarding: bool = True
+    recording: RecordingPolicy | None = None
     stopping: bool = False
 
 
@@ -91,6 +96,7 @@ class GatewayConnection(asyncssh.SSHServer):
         # Open session channels; their number is what --max-sessions bounds.
         self._sessions: set[SSHChannelAdapter] = set()
         self._forwarding: Forwarding | None = None
+        self._agent: AgentForwarding | None = None
         self._subsystem_cache: dict[str, str] = {}
         self._authenticating = False
         self._live_release: Release | None = None
@@ -224,6 +230,11 @@ class GatewayConnection(asyncssh.SSHServer):
             metrics=self._state.metrics,
             log=self._log,
         )
+        self._agent = AgentForwarding(
+            self._state.hooks.provider, self._resolved, self._audit, self._log
+        )
+        if self._conn is not None:
+            serve_agent(self._conn, self._agent, self._state.agent_forwarding, self._log)
         if self._state.auth_mode == "none":
             return False  # the username is the session ID, as in the original
         try:
@@ -337,6 +348,8 @@ class GatewayConnection(asyncssh.SSHServer):
                 starts=self._state.starts,
                 metrics=self._state.metrics,
                 log=self._log,
+                agent=self._agent,
+                recording=self._state.recording,
             )
 
         adapter = SSHChannelAdapter(make_session, on_close=self._sessions.discard)
@@ -390,6 +403,8 @@ class GatewayConnection(asyncssh.SSHServer):
             self._live_release()
         for adapter in list(self._sessions):
             adapter.connection_lost(None)  # idempotent; asyncssh also closes each channel
+        if self._agent is not None:
+            self._agent.close()
         if self._release is not None:
             release, self._release = self._release, None
             try:

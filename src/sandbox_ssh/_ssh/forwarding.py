@@ -87,7 +87,7 @@ class SandboxListener(asyncssh.SSHListener):
             await self._server.wait_closed()
 
 
-async def _serve(
+async def serve_relayed(
     bound: BoundListener, open_channel: Callable[[Relay, asyncio.Transport], Awaitable[Any]]
 ) -> asyncio.AbstractServer:
     """Accept on ``bound``; each connection gets a relay and a channel to the client."""
@@ -126,7 +126,7 @@ async def listen_tcp(
             lambda: relay.channel_side, host, bound_port, str(peer[0]), int(peer[1])
         )
 
-    server = await _serve(bound, open_channel)
+    server = await serve_relayed(bound, open_channel)
     return SandboxListener(bound, server, bound_port)
 
 
@@ -142,5 +142,5 @@ async def listen_unix(
     async def open_channel(relay: Relay, transport: asyncio.Transport) -> None:
         await conn.create_unix_connection(lambda: relay.channel_side, path)
 
-    server = await _serve(bound, open_channel)
+    server = await serve_relayed(bound, open_channel)
     return SandboxListener(bound, server, 0)

@@ -21,6 +21,9 @@ asyncssh, so an upgrade that changes one fails there, not in production.
 * ``SSHChannel._report_response``: answers a request whose reply was deferred
   (``subsystem_requested`` returning None), asyncssh's own mechanism.
 * ``SSHConnection._make_keepalive_request``: one round trip to the client.
+* ``SSHServerConnection.create_agent_listener`` and ``create_agent_channel``: asyncssh
+  answers `auth-agent-req@openssh.com` by listening on the gateway host; the gateway
+  replaces the listener with one inside the sandbox and opens the agent channels itself.
 * ``SSHConnection._packet_handlers[MSG_KEXINIT]`` and ``_ignore_first_kex``: asyncssh
   decides whether a client's guessed key-exchange packet must be ignored by comparing
   the *negotiated* algorithm with the client's first, not, as RFC 4253 7.1 says, the
@@ -168,3 +171,18 @@ def follow_rfc_kex_guess(conn: asyncssh.SSHServerConnection) -> None:
 
     handlers[MSG_KEXINIT] = process
     conn._packet_handlers = handlers
+
+
+def replace_agent_listener(
+    conn: asyncssh.SSHServerConnection, create: Callable[[], Awaitable[bool]]
+) -> None:
+    """Have ``create`` answer the connection's agent forwarding requests (True: granted)."""
+    conn.create_agent_listener = create  # type: ignore[method-assign, assignment]
+
+
+async def open_agent_channel(
+    conn: asyncssh.SSHServerConnection, session_factory: Callable[[], Any]
+) -> None:
+    """Open an `auth-agent@openssh.com` channel to the client, served by a new session."""
+    channel = conn.create_agent_channel()
+    await channel.open(session_factory)

@@ -232,6 +232,49 @@ def _unlink(pid: int, path: str, uid: int, gid: int, groups: Sequence[int]) -> N
         os.unlink(f"/proc/self/fd/{directory}/{name}")
 
 
+def _make_agent_socket(
+    pid: int, uid: int, gid: int, groups: Sequence[int], name: str
+) -> tuple[socket.socket, str]:
+    """A listening socket at /tmp/NAME/agent.sock in the sandbox, dir 0700 and socket 0600,
+    both created with the user's filesystem credentials, so owned by the user."""
+    _as_user(uid, gid, groups)
+    with _in_root(pid, "/tmp", _O_PATH | os.O_DIRECTORY) as tmp:
+        os.mkdir(f"/proc/self/fd/{tmp}/{name}", 0o700)
+    directory_path = f"/tmp/{name}"
+    with _in_root(pid, directory_path, _O_PATH | os.O_DIRECTORY) as directory:
+        socket_path = f"/proc/self/fd/{directory}/agent.sock"
+
+        def bind_and_listen(sock: socket.socket) -> None:
+            sock.bind(socket_path)
+            os.chmod(socket_path, 0o600)
+            sock.listen(16)
+
+        return _unix_socket(bind_and_listen), f"{directory_path}/agent.sock"
+
+
+def _remove_agent_socket(pid: int, uid: int, gid: int, groups: Sequence[int], name: str) -> None:
+    _as_user(uid, gid, groups)
+    with _in_root(pid, "/tmp", _O_PATH | os.O_DIRECTORY) as tmp:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"/proc/self/fd/{tmp}/{name}/agent.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(f"/proc/self/fd/{tmp}/{name}")
+
+
+async def make_agent_socket(
+    pid: int, uid: int, gid: int, name: str, groups: Sequence[int] = ()
+) -> tuple[socket.socket, str]:
+    """See _make_agent_socket; returns the socket and its path in the sandbox."""
+    return await _isolated(partial(_make_agent_socket, pid, uid, gid, groups, name))
+
+
+def remove_agent_socket(
+    pid: int, uid: int, gid: int, name: str, groups: Sequence[int] = ()
+) -> None:
+    """Remove what make_agent_socket created (blocking, and brief)."""
+    _isolated_blocking(partial(_remove_agent_socket, pid, uid, gid, groups, name))
+
+
 def _read_file(pid: int, path: str, limit: int) -> bytes:
     with _in_root(pid, path, os.O_RDONLY) as fd:
         return os.read(fd, limit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import secrets
 import socket
 from collections.abc import Callable
 
@@ -140,4 +141,19 @@ class DockerNetwork:
             with contextlib.suppress(OSError):
                 _hostns.unlink_in_root(pid, path, user.uid, user.gid)
 
-        return BoundListener(sock, cleanup)
+        return BoundListener(sock, cleanup, path)
+
+    async def listen_agent_socket(self, sandbox: Sandbox, user: UserInfo) -> BoundListener:
+        pid = await self._pid(sandbox)
+        name = f"sandbox-ssh-agent-{secrets.token_hex(8)}"
+        try:
+            sock, path = await _hostns.make_agent_socket(pid, user.uid, user.gid, name)
+        except OSError as error:
+            raise SandboxError(f"cannot make the agent socket in /tmp: {_reason(error)}") from error
+        sock.setblocking(False)
+
+        def cleanup() -> None:
+            with contextlib.suppress(OSError):
+                _hostns.remove_agent_socket(pid, user.uid, user.gid, name)
+
+        return BoundListener(sock, cleanup, path)

@@ -439,3 +439,8 @@ class DockerProvider:
 
     async def listen_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> BoundListener:
         return await self._network.listen_unix(sandbox, path, user)
+
+    # AgentSocketHost
+
+    async def listen_agent_socket(self, sandbox: Sandbox, user: UserInfo) -> BoundListener:
+        return await self._network.listen_agent_socket(sandbox, user)
