@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,6 +44,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     gateway_support.EXEC_PATH = config.getoption("--exec-path")
+
+
+_FINISHED_SESSIONS: list[pytest.Session] = []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _FINISHED_SESSIONS.append(session)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the run with pytest's own status, without the interpreter's shutdown.
+
+    Event loops and log readers run in daemon threads; one that holds stderr's lock while
+    Python finalizes aborts the interpreter (SIGABRT, exit 134) after every test has passed.
+    """
+    if _FINISHED_SESSIONS and threading.active_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(_FINISHED_SESSIONS[-1].exitstatus))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -128,6 +151,9 @@ def gateway_factory(
             sandbox_provider=provider,
             sandbox_ensurer=provider if auto_start else None,
             user_info_fetcher=provider,
+            # A busy engine can make the login step (a user lookup) slow; the login timeout
+            # has its own tests in test_auth.
+            login_timeout=120.0,
         )
         for name, value in overrides.items():
             setattr(config, name, value)

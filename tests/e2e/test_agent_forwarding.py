@@ -209,7 +209,14 @@ def test_channels_multiplexed_through_control_master_have_the_agent(
         env=agent.env,
     )
     try:
-        wait_until((tmp_path / "control").exists, message="no control socket")
+        # The master logs in first (the API path's user lookup is an exec): allow for a busy
+        # engine, and say why if the master gave up.
+        wait_until(
+            lambda: (tmp_path / "control").exists() or master.poll() is not None,
+            timeout=60,
+            message="no control socket",
+        )
+        assert master.poll() is None, master.communicate()[1].decode(errors="replace")
         first = _ssh(gateway, agent, dev_sandbox, "ssh-add -l", *control)
         second = _ssh(gateway, agent, dev_sandbox, "ssh-add -l", *control, "-tt")
         assert first.returncode == 0, first.stderr

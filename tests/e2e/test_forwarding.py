@@ -253,20 +253,23 @@ def test_symlink_cannot_reach_the_gateway_hosts_docker_socket(
     ssh: SSHClient, sandbox: Container, tmp_path: Path
 ) -> None:
     """Regression: a link planted in the sandbox is resolved in the sandbox, not on the host."""
-    assert Path("/var/run/docker.sock").is_socket()
+    # The engine's own socket on this host: dockerd's, or Podman's under --engine podman.
+    engine_socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    engine_socket = engine_socket.removeprefix("unix://")
+    assert Path(engine_socket).is_socket()
     sandbox.exec(
         "sh",
         "-c",
-        "ln -sf /var/run/docker.sock /tmp/escape.sock && "
-        "ln -sf ../../../../var/run/docker.sock /tmp/escape-rel.sock",
+        f"ln -sf {engine_socket} /tmp/escape.sock && "
+        f"ln -sf ../../../..{engine_socket} /tmp/escape-rel.sock",
     )
     request = b"GET /version HTTP/1.0\r\n\r\n"
     for path in (
         "/tmp/escape.sock",
         "/tmp/escape-rel.sock",
-        "/var/run/docker.sock",
-        "/proc/1/root/var/run/docker.sock",
-        "/../../var/run/docker.sock",
+        engine_socket,
+        f"/proc/1/root{engine_socket}",
+        f"/../..{engine_socket}",
     ):
         reply = exchange_over_socket_forward(ssh, sandbox.session_id, path, request, tmp_path)
         assert b"ApiVersion" not in reply, f"{path} reached the host's Docker socket"

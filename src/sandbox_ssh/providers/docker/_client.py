@@ -89,8 +89,18 @@ def runtime_errors() -> Iterator[None]:
         raise SandboxError(f"the sandbox runtime is unavailable: {reason}") from error
 
 
+def refused_as_not_running(error: aiodocker.DockerError) -> bool:
+    """An exec refused because the container is stopped, in dockerd's or Podman's words."""
+    message = str(error.message)
+    # dockerd: 409 "Container ID is not running"; Podman: 500 "can only create exec
+    # sessions on running containers: container state improper".
+    return "is not running" in message or "on running containers" in message
+
+
 def engine_error(error: aiodocker.DockerError, what: str) -> SandboxError:
     """``what: <the engine's message>``, or that the engine is unavailable."""
+    if refused_as_not_running(error):
+        return SandboxError("the sandbox is not running")
     if is_unreachable(error):
         return SandboxError(f"the sandbox runtime is unavailable: {unreachable_reason(error)}")
     return SandboxError(f"{what}: {error.message}")

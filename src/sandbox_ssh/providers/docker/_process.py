@@ -13,6 +13,7 @@ from aiodocker.stream import Stream
 
 from ...hooks import OutputStream, ProcessSpec, SandboxError, TerminalSize
 from .. import _posix
+from ._aiodocker_internals import half_close, open_stream
 from ._client import UNREACHABLE, engine_error, runtime_errors
 
 log = logging.getLogger("sandbox_ssh.docker")
@@ -79,10 +80,8 @@ class DockerProcess:
                 detach_keys=DETACH_KEYS,
             )
             self._stream = self._exec.start(detach=False)
-            await self._stream._init()
+            await open_stream(self._stream)
         except aiodocker.DockerError as error:
-            if error.status == 409 and "is not running" in str(error.message):
-                raise SandboxError("the sandbox is not running") from error
             raise engine_error(error, "the sandbox refused the process") from error
         await self._read_pid()
 
@@ -125,13 +124,7 @@ class DockerProcess:
         if self._stdin_closed or self._stream is None:
             return
         self._stdin_closed = True
-        # aiodocker's Stream.close() ends the whole response; a half-close needs the
-        # transport of the hijacked connection.
-        response = self._stream._resp
-        connection = response.connection if response is not None else None
-        transport = connection.transport if connection is not None else None
-        if transport is not None and transport.can_write_eof():
-            transport.write_eof()
+        half_close(self._stream)
 
     async def read_output(self) -> tuple[OutputStream, bytes] | None:
         if self._pending:

@@ -38,6 +38,7 @@ from .._runtime import (
 from .._runtime._launcher import StartRefused
 from .._runtime._process import RefusedProcess
 from .._runtime._users import UnknownGroup, passwd_primary_gid, resolve_group_add
+from ._aiodocker_internals import get_json
 from ._client import engine_error
 
 log = logging.getLogger("sandbox_ssh.docker")
@@ -184,7 +185,7 @@ class RuntimePath:
         if not state.get("Running") or state.get("Paused"):
             raise SandboxError("the sandbox is not running")
         host_config = info.get("HostConfig") or {}
-        name = str(host_config.get("Runtime") or (await self._docker_info()).get("DefaultRuntime"))
+        name = await self._runtime_name(container_id, host_config)
         binary = await self._binary(name)
         root, runtime_state = await self._find_state(name, binary, container_id)
         init_pid = int(state.get("Pid") or 0)
@@ -213,6 +214,19 @@ class RuntimePath:
             process=dict(config.get("process") or {}),
             group_add=tuple(str(g) for g in host_config.get("GroupAdd") or ()),
         )
+
+    async def _runtime_name(self, container_id: str, host_config: dict[str, Any]) -> str:
+        info = await self._docker_info()
+        name = str(host_config.get("Runtime") or info.get("DefaultRuntime") or "runc")
+        if name in (info.get("Runtimes") or {}):
+            return name
+        # Podman's Docker-compatible API says "oci" for every runtime; libpod's own JSON
+        # names the real one.
+        try:
+            libpod = await get_json(self._docker(), f"libpod/containers/{container_id}/json")
+        except aiodocker.DockerError:
+            return name
+        return str(libpod.get("OCIRuntime") or name)
 
     async def _find_state(
         self, name: str, binary: RuntimeBinary, container_id: str
