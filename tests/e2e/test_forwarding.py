@@ -254,7 +254,7 @@ def test_symlink_cannot_reach_the_gateway_hosts_docker_socket(
 ) -> None:
     """Regression: a link planted in the sandbox is resolved in the sandbox, not on the host."""
     # The engine's own socket on this host: dockerd's, or Podman's under --engine podman.
-    engine_socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    engine_socket = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     engine_socket = engine_socket.removeprefix("unix://")
     assert Path(engine_socket).is_socket()
     sandbox.exec(
