@@ -201,6 +201,9 @@ class BoundListener:
     sock: socket.socket
     cleanup: Callable[[], None] = lambda: None
     path: str = ""  # for a unix socket: where the sandbox's processes find it
+    # For a TCP listener: the port bound in the sandbox, when ``sock`` is only a local
+    # stand-in for it (a listener relayed from a helper); 0 means ``sock``'s own port.
+    port: int = 0
 
 
 @runtime_checkable
@@ -241,6 +244,17 @@ class AgentSocketHost(Protocol):
 class SandboxEnsurer(Protocol):
     async def ensure_sandbox(self, session_id: str) -> None:
         """Make the session's sandbox run; raising rejects the connection."""
+
+
+@runtime_checkable
+class StartProgress(Protocol):
+    """Optional ensurer capability: what a starting sandbox is waiting for.
+
+    Shown to the waiting client in the "starting sandbox" banner and in the
+    timeout's message, e.g. ``ContainerCreating`` or ``Unschedulable``.
+    """
+
+    def start_progress(self, session_id: str) -> str | None: ...
 
 
 @runtime_checkable

@@ -31,6 +31,7 @@ from . import login
 from .agent import AgentForwarding
 from .audit import ConnectionAudit, NoAudit
 from .environment import Endpoints, accepts, build_environment
+from .forwarding import Forwarding
 from .recording import Recorder, RecordingPolicy
 from .resolve import ResolvedConnection, one_line
 from .starts import StartScheduler
@@ -118,8 +119,10 @@ class SessionChannel:
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
         agent: AgentForwarding | None = None,
         recording: RecordingPolicy | None = None,
+        forwarding: Forwarding | None = None,
     ) -> None:
         self._provider = provider
+        self._forwarding = forwarding
         self._connection = connection
         self._endpoints = endpoints
         self._output = output
@@ -382,6 +385,8 @@ class SessionChannel:
 
     async def _start_process(self, spec: ProcessSpec) -> SandboxProcess:
         sandbox = self._connection.sandbox
+        if self._forwarding is not None:
+            await self._forwarding.listeners_settled()
         self._started_at = time.monotonic()
 
         async def start() -> SandboxProcess:

@@ -6,12 +6,20 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from ..hooks import SandboxEnsurer
+from ..hooks import SandboxEnsurer, StartProgress
 
 log = logging.getLogger("sandbox_ssh.session")
 
 # How long an ensure may run before the waiting client is told what is happening.
 SLOW_ENSURE_NOTICE = 0.5
+
+
+def progress_of(ensurer: SandboxEnsurer | None, session_id: str) -> str:
+    """`` (what it waits for)`` when the ensurer can tell (StartProgress), else nothing."""
+    if not isinstance(ensurer, StartProgress):
+        return ""
+    progress = " ".join(str(ensurer.start_progress(session_id) or "").split())[:80]
+    return f" ({progress})" if progress else ""
 
 
 class EnsureTimeout(Exception):
@@ -53,7 +61,10 @@ class EnsureCoordinator:
             log.warning(
                 "ensuring the sandbox of session %s took longer than %gs", session_id, self.timeout
             )
-            raise EnsureTimeout(f"the sandbox did not start within {self.timeout:g}s") from None
+            raise EnsureTimeout(
+                f"the sandbox did not start within {self.timeout:g}s"
+                f"{progress_of(ensurer, session_id)}"
+            ) from None
 
     def _forget(self, session_id: str, task: asyncio.Task[None]) -> None:
         if self._running.get(session_id) is task:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import socket
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .._metrics import Metrics
 from ..hooks import BoundListener, SandboxNetwork, SandboxProvider
@@ -79,6 +80,23 @@ class Forwarding:
         self._audit = audit or ConnectionAudit(NoAudit(), "-")
         self._metrics = metrics or Metrics()
         self.log = log if log is not None else logging.getLogger("sandbox_ssh.forwarding")
+        self._binding: set[asyncio.Future[Any]] = set()
+
+    async def listeners_settled(self) -> None:
+        """Wait until every remote forward requested so far is bound or refused.
+
+        `ssh -R PORT:... host cmd` does not wait for the bind before the session starts;
+        under sshd the bind is instant, so cmd can use PORT at once. A provider that binds
+        through a helper in the sandbox takes longer, so sessions wait for it here.
+        """
+        if self._binding:
+            await asyncio.wait(set(self._binding))
+
+    async def _binds(self, operation: Awaitable[T]) -> T:
+        future = asyncio.ensure_future(operation)
+        self._binding.add(future)
+        future.add_done_callback(self._binding.discard)
+        return await future
 
     async def _audited(self, kind: ForwardingKind, target: str, operation: Awaitable[T]) -> T:
         try:
@@ -132,8 +150,8 @@ class Forwarding:
             raise ForwardingRefused(one_line(error), prohibited=False) from error
 
     async def listen_tcp(self, host: str, port: int) -> BoundListener:
-        return await self._audited(
-            ForwardingKind.REMOTE, f"{host}:{port}", self._listen_tcp(host, port)
+        return await self._binds(
+            self._audited(ForwardingKind.REMOTE, f"{host}:{port}", self._listen_tcp(host, port))
         )
 
     async def _listen_tcp(self, host: str, port: int) -> BoundListener:
@@ -147,7 +165,7 @@ class Forwarding:
 
     async def listen_unix(self, path: str) -> BoundListener:
         operation = self._listen_unix(path)
-        return await self._audited(ForwardingKind.REMOTE_SOCKET, path, operation)
+        return await self._binds(self._audited(ForwardingKind.REMOTE_SOCKET, path, operation))
 
     async def _listen_unix(self, path: str) -> BoundListener:
         network = self._require(ForwardingKind.REMOTE_SOCKET)

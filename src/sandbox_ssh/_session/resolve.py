@@ -19,7 +19,7 @@ from ..hooks import (
     UserInfo,
     UserInfoFetcher,
 )
-from .ensure import EnsureCoordinator
+from .ensure import EnsureCoordinator, progress_of
 
 log = logging.getLogger("sandbox_ssh.session")
 _MAX_REASON = 300
@@ -109,7 +109,7 @@ async def resolve_connection(
 
             def tell_slow() -> None:
                 if notify is not None:
-                    notify(f"starting sandbox {session_id}...")
+                    notify(f"starting sandbox {session_id}...{progress_of(ensurer, session_id)}")
 
             assert ensurer is not None
             await metrics.timed(

@@ -350,6 +350,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 log=self._log,
                 agent=self._agent,
                 recording=self._state.recording,
+                forwarding=self._forwarding,
             )
 
         adapter = SSHChannelAdapter(make_session, on_close=self._sessions.discard)

@@ -117,7 +117,7 @@ async def listen_tcp(
     except ForwardingRefused as refusal:
         forwarding.log.info("tcpip-forward on %s:%d refused: %s", host, port, refusal)
         return False
-    bound_port = int(bound.sock.getsockname()[1])
+    bound_port = bound.port or int(bound.sock.getsockname()[1])
 
     async def open_channel(relay: Relay, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername") or ("", 0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..hooks import UserInfo
+
 # Prints the process's PID (in the sandbox's PID namespace) on the first line
 # of stdout, then becomes the real command with the same PID.
 PID_REPORT_SCRIPT = 'echo "$$"; exec "$@"'
@@ -127,3 +129,25 @@ def signal_argv(pid: int, signal_name: str) -> list[str]:
 def hangup_argv(pid: int, grace_seconds: float) -> list[str]:
     ticks = max(0, round(grace_seconds * 10))
     return ["/bin/sh", "-c", HANGUP_SCRIPT, "sandbox-ssh", str(pid), str(ticks)]
+
+
+# Resolves the process's own uid, gid and name inside the sandbox, without `id`.
+WHOAMI_SCRIPT = r"""
+while read -r key real _; do
+    case $key in Uid:) uid=$real ;; Gid:) gid=$real ;; esac
+done </proc/self/status
+name=$(getent passwd "$uid" 2>/dev/null | cut -d: -f1)
+if [ -z "$name" ] && [ -r /etc/passwd ]; then
+    while IFS=: read -r n _ u _; do [ "$u" = "$uid" ] && { name=$n; break; }; done </etc/passwd
+fi
+echo "$uid $gid ${name:-$uid}"
+"""
+WHOAMI_ARGV = ("/bin/sh", "-c", WHOAMI_SCRIPT)
+
+
+def parse_whoami(output: bytes) -> UserInfo | None:
+    """WHOAMI_SCRIPT's line, or None when it is not what the script prints."""
+    fields = output.decode(errors="replace").split()
+    if len(fields) != 3 or not fields[0].isdigit() or not fields[1].isdigit():
+        return None
+    return UserInfo(username=fields[2], uid=int(fields[0]), gid=int(fields[1]))

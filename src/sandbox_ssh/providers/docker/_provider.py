@@ -21,6 +21,7 @@ from ...hooks import (
     SandboxStatus,
     UserInfo,
 )
+from .. import _posix
 from .._runtime import RuntimeUnavailable
 from ._client import (
     UNREACHABLE,
@@ -69,19 +70,6 @@ fi
 gid=${entry#*:*:*:}
 echo "${gid%%:*}"
 """
-
-# Resolves the process's own uid, gid and name inside the sandbox, without `id`.
-_WHOAMI_SCRIPT = r"""
-while read -r key real _; do
-    case $key in Uid:) uid=$real ;; Gid:) gid=$real ;; esac
-done </proc/self/status
-name=$(getent passwd "$uid" 2>/dev/null | cut -d: -f1)
-if [ -z "$name" ] && [ -r /etc/passwd ]; then
-    while IFS=: read -r n _ u _; do [ "$u" = "$uid" ] && { name=$n; break; }; done </etc/passwd
-fi
-echo "$uid $gid ${name:-$uid}"
-"""
-
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -365,18 +353,17 @@ class DockerProvider:
         return await self._resolve_user(container_id, configured, session_id)
 
     async def _resolve_user(self, container_id: str, configured: str, session_id: str) -> UserInfo:
-        argv = ["/bin/sh", "-c", _WHOAMI_SCRIPT]
+        what = f'cannot resolve user "{configured}" in the sandbox of session "{session_id}"'
         try:
-            exit_code, output = await run_short(self.docker, container_id, argv, configured)
-        except aiodocker.DockerError as error:
-            what = f'cannot resolve user "{configured}" in the sandbox of session "{session_id}"'
-            raise engine_error(error, what) from error
-        fields = output.decode(errors="replace").split()
-        if exit_code != 0 or len(fields) != 3 or not fields[0].isdigit() or not fields[1].isdigit():
-            raise SandboxError(
-                f'cannot resolve user "{configured}" in the sandbox of session "{session_id}"'
+            exit_code, output = await run_short(
+                self.docker, container_id, _posix.WHOAMI_ARGV, configured
             )
-        return UserInfo(username=fields[2], uid=int(fields[0]), gid=int(fields[1]))
+        except aiodocker.DockerError as error:
+            raise engine_error(error, what) from error
+        user = _posix.parse_whoami(output) if exit_code == 0 else None
+        if user is None:
+            raise SandboxError(what)
+        return user
 
     async def start_process(self, sandbox: Sandbox, spec: ProcessSpec) -> SandboxProcess:
         with runtime_errors():
