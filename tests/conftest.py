@@ -20,6 +20,7 @@ from .support import containers as containers_support
 from .support import gateway as gateway_support
 from .support.containers import Container, Containers, remove_stale_test_containers
 from .support.gateway import InProcessGateway, LoopThread
+from .support.kubernetes import EmulatedApiServer
 from .support.ssh import SSHClient
 from .support.system import ensure_commands, ensure_dockerd, ensure_podman, ensure_sandbox_image
 
@@ -97,6 +98,16 @@ def sandbox_image(engine: str) -> str:
         ensure_dockerd()
     remove_stale_test_containers()
     return ensure_sandbox_image()
+
+
+@pytest.fixture(scope="session")
+def emulated_api_server(
+    sandbox_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmulatedApiServer]:
+    """The emulated Kubernetes API server over dockerd (tests/support/apiserver_emulator.py)."""
+    server = EmulatedApiServer.start(tmp_path_factory.mktemp("apiserver"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

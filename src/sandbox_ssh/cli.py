@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import click
 
@@ -24,7 +24,7 @@ from ._session.forwarding import ForwardingKind
 from ._ssh.hostkey import HostKeyError, load_or_create_host_key
 from .audit import AuditLog
 from .config import Config, ConfigError, auth_mode, check_algorithms, format_address, parse_address
-from .hooks import ConnectionTracker, SandboxEnsurer, SandboxError
+from .hooks import ConnectionTracker, SandboxEnsurer, SandboxError, SandboxStopper
 from .http_hooks import (
     HttpAuthorizedKeysFetcher,
     HttpConnectionTracker,
@@ -37,6 +37,11 @@ from .http_hooks import (
 from .providers.docker import DockerProvider
 from .server import Server
 from .tracking import CombinedTracker, IdleStopper
+
+if TYPE_CHECKING:
+    from .providers.kubernetes import KubernetesProvider
+
+Provider: TypeAlias = "DockerProvider | KubernetesProvider"
 
 log = logging.getLogger("sandbox_ssh")
 
@@ -121,20 +126,46 @@ def serve(check_config: bool, **values: Any) -> None:
         ) from None
 
 
+def _provider(options: Any) -> DockerProvider | KubernetesProvider:
+    if options.provider == "docker":
+        return DockerProvider(
+            docker_host=options.docker_host,
+            label=options.session_label,
+            exec_path=options.exec_path,
+        )
+    try:
+        from .providers.kubernetes import KubernetesProvider
+    except ImportError as error:
+        raise click.UsageError(
+            f"--provider kubernetes needs sandbox-ssh[kubernetes] installed ({error})"
+        ) from None
+    return KubernetesProvider(
+        namespace=options.namespace or "default",
+        label=options.session_label,
+        container=options.k8s_container,
+        kubeconfig=str(options.kubeconfig) if options.kubeconfig else None,
+        context=options.kube_context,
+    )
+
+
 def _build(
     options: Any,
     dry_run: bool = False,
-) -> tuple[Config, DockerProvider, HttpHookClient, IdleStopper | None, list[HttpConnectionTracker]]:
+) -> tuple[Config, Provider, HttpHookClient, IdleStopper | None, list[HttpConnectionTracker]]:
     host_keys: tuple[Path, ...] = options.host_key
     host_key_path = host_keys[0] if host_keys else default_host_key_path()
-    provider = DockerProvider(
-        docker_host=options.docker_host, label=options.session_label, exec_path=options.exec_path
-    )
+    provider = _provider(options)
     token_file: Path | None = options.hook_token_file
     token = token_file.read_text().strip() if token_file else None
     hooks = HttpHookClient(HttpHookSettings(token=token or None, timeout=options.hook_timeout))
     trackers: list[ConnectionTracker] = []
-    idle_stopper = IdleStopper(provider, options.idle_stop) if options.idle_stop else None
+    idle_stopper = None
+    if options.idle_stop:
+        if not isinstance(provider, SandboxStopper):
+            raise click.UsageError(
+                f"--idle-stop: the {options.provider} provider cannot stop sandboxes"
+            )
+        idle_stopper = IdleStopper(provider, options.idle_stop)
     if idle_stopper is not None:
         trackers.append(idle_stopper)
     http_trackers = [HttpConnectionTracker(hooks, options.track_url)] if options.track_url else []
@@ -289,7 +320,7 @@ def _run(main_coroutine: Coroutine[Any, Any, None]) -> None:
 
 async def _serve(
     config: Config,
-    provider: DockerProvider,
+    provider: Provider,
     hooks: HttpHookClient,
     idle_stopper: IdleStopper | None,
     http_trackers: list[HttpConnectionTracker],

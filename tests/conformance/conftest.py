@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import pytest
 
 from sandbox_ssh import SandboxProvider
 from sandbox_ssh.providers.docker import DockerProvider, ExecPath
+from sandbox_ssh.providers.kubernetes import KubernetesProvider
 
 from ..support.containers import Containers, docker
+from ..support.kubernetes import (
+    NO_CLUSTER,
+    REAL_KUBECONFIG,
+    REAL_NAMESPACE,
+    EmulatedApiServer,
+    PodMaker,
+)
 
 
 class Harness(Protocol):
@@ -53,10 +62,45 @@ class DockerHarness:
         ]
 
 
-@pytest.fixture(params=["docker-runtime", "docker-api"])
+@dataclass
+class KubernetesHarness:
+    pods: PodMaker
+    name: str = "kubernetes"
+
+    def provider(self) -> SandboxProvider:
+        return KubernetesProvider(
+            namespace=self.pods.namespace, kubeconfig=str(self.pods.kubeconfig)
+        )
+
+    def create(self, session_id: str, *, running: bool = True) -> str:
+        return self.pods.create(session_id, running=running)[0]
+
+    def create_unlabelled(self, name: str) -> str:
+        return self.pods.create(labelled=False, name=name)[0]
+
+    def processes(self, sandbox_id: str) -> list[str]:
+        return self.pods.processes(sandbox_id)
+
+
+@pytest.fixture(params=["docker-runtime", "docker-api", "kubernetes-emulated", "kubernetes"])
 def harness(request: pytest.FixtureRequest, containers: Containers) -> Iterator[Harness]:
     # Both of Docker's exec paths in every run: they are two backends behind one provider.
     if request.param == "docker-runtime":
         yield DockerHarness(containers, "runtime")
     elif request.param == "docker-api":
         yield DockerHarness(containers, "api")
+    elif request.param == "kubernetes-emulated":
+        # The Kubernetes provider against the emulated API server (tests/support).
+        if request.config.getoption("--engine") != "docker":
+            pytest.skip("the emulated API server runs on dockerd only")
+        server: EmulatedApiServer = request.getfixturevalue("emulated_api_server")
+        pods = PodMaker(containers, server.kubeconfig)
+        yield KubernetesHarness(pods, "kubernetes-emulated")
+    else:
+        if not REAL_KUBECONFIG:
+            pytest.skip(NO_CLUSTER)
+        pods = PodMaker(containers, Path(REAL_KUBECONFIG), real=True, namespace=REAL_NAMESPACE)
+        try:
+            yield KubernetesHarness(pods)
+        finally:
+            pods.remove_all()

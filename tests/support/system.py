@@ -39,6 +39,7 @@ _PACKAGE_FOR = {
     "node": "nodejs",
     "npm": "npm",
     "podman": "podman",
+    "kubectl": "kubernetes-client",
     "catatonit": "catatonit",  # podman run --init
 }
 

@@ -107,5 +107,5 @@ def test_help_file_environment_and_readme_cannot_drift() -> None:
     for setting in SERVE_SETTINGS:
         assert f"--{setting.name}" in help_text, setting.name
         assert setting.env == "SANDBOX_SSH_" + setting.name.upper().replace("-", "_")
-    documented = set(re.findall(r"^\| `--([a-z-]+)", section, re.MULTILINE))
+    documented = set(re.findall(r"^\| `--([a-z0-9-]+)", section, re.MULTILINE))
     assert documented == {setting.name for setting in SERVE_SETTINGS}

@@ -14,6 +14,8 @@ from ..config import parse_address, parse_duration, parse_size
 from ..providers.docker import DEFAULT_LABEL, EXEC_PATHS
 from .settings import Setting
 
+PROVIDERS = ("docker", "kubernetes")
+
 
 def default_host_key_path() -> Path:
     return Path(platformdirs.user_state_dir("sandbox-ssh")) / "ssh_host_ed25519_key"
@@ -76,6 +78,13 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
         default_text="$XDG_STATE_HOME/sandbox-ssh/ssh_host_ed25519_key (~/.local/state/...)",
     ),
     Setting(
+        "provider",
+        "Where sandboxes live: docker (containers of a Docker Engine or Podman) or kubernetes "
+        "(pods; needs sandbox-ssh[kubernetes]).",
+        type=click.Choice(PROVIDERS),
+        default="docker",
+    ),
+    Setting(
         "docker-host",
         "Docker Engine API address: unix:///path, or tcp://host:port (TLS through "
         "DOCKER_TLS_VERIFY and DOCKER_CERT_PATH).",
@@ -83,8 +92,28 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
         default_text="$DOCKER_HOST, then unix:///var/run/docker.sock",
     ),
     Setting(
+        "namespace",
+        "Kubernetes namespace whose pods are sandboxes (repeatable).",
+        multiple=True,
+        metavar="NAME",
+        default_text="default",
+    ),
+    Setting(
+        "kubeconfig",
+        "Kubernetes: kubeconfig file to use.",
+        type=FILE,
+        default_text="$KUBECONFIG, then ~/.kube/config, then the in-cluster service account",
+    ),
+    Setting("kube-context", "Kubernetes: kubeconfig context to use.", metavar="NAME"),
+    Setting(
+        "k8s-container",
+        "Kubernetes: container processes run in.",
+        metavar="NAME",
+        default_text="the pod's sandbox-ssh.container annotation, else its first container",
+    ),
+    Setting(
         "session-label",
-        "Container label whose value is the session ID.",
+        "Container or pod label whose value is the session ID.",
         default=DEFAULT_LABEL,
         metavar="KEY",
     ),

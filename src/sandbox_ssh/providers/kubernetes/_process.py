@@ -1,0 +1,245 @@
+"""A process in a pod, over the exec subresource's WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from ...hooks import OutputStream, ProcessSpec, SandboxError, TerminalSize
+from .. import _posix
+from ._channels import (
+    STATUS,
+    STDERR,
+    STDIN,
+    STDOUT,
+    V5_PROTOCOL,
+    ExitStatus,
+    close_message,
+    data_message,
+    parse_status,
+    resize_message,
+    split_message,
+)
+from ._client import KubeClients, negotiated_protocol, open_exec
+from ._login import as_user_argv, login_argv, login_preamble
+
+log = logging.getLogger("sandbox_ssh.kubernetes")
+
+# The status channel comes last; a stream that ends without it is a lost process.
+_NO_STATUS = ExitStatus(None, "the API server closed the stream without an exit status")
+_warned_v4 = False
+
+
+@dataclass(frozen=True)
+class PodTarget:
+    clients: KubeClients
+    namespace: str
+    pod: str
+    container: str
+
+    @property
+    def sandbox_id(self) -> str:
+        return f"{self.namespace}/{self.pod}"
+
+
+class ExecStream:
+    """One exec WebSocket: output by stream, the exit status once it ends."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.v5 = negotiated_protocol(ws) == V5_PROTOCOL
+        self.status: ExitStatus | None = None
+        self.ended = asyncio.Event()
+
+    async def receive(self) -> tuple[OutputStream, bytes] | None:
+        """The next output, or None once the stream has ended."""
+        while not self.ended.is_set():
+            message = await self.ws.receive()
+            if message.type is aiohttp.WSMsgType.BINARY:
+                channel, data = split_message(message.data)
+                if channel == STDOUT and data:
+                    return OutputStream.STDOUT, data
+                if channel == STDERR and data:
+                    return OutputStream.STDERR, data
+                if channel == STATUS and data:
+                    self.status = parse_status(data)
+                continue
+            if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.PING):
+                continue
+            self.ended.set()  # CLOSE, CLOSED or ERROR
+        return None
+
+    async def send(self, channel: int, data: bytes) -> bool:
+        if self.ws.closed:
+            return False
+        try:
+            await self.ws.send_bytes(data_message(channel, data))
+        except (ConnectionError, RuntimeError, aiohttp.ClientError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self.ended.set()
+
+
+async def run_short(target: PodTarget, argv: Sequence[str]) -> tuple[ExitStatus, bytes]:
+    """Run a helper to its end: its exit status and stdout."""
+    stream = ExecStream(
+        await open_exec(
+            target.clients, target.namespace, target.pod, target.container, argv, tty=False
+        )
+    )
+    output = bytearray()
+    try:
+        if stream.v5:
+            await stream.ws.send_bytes(close_message(STDIN))
+        while (chunk := await stream.receive()) is not None:
+            if chunk[0] is OutputStream.STDOUT:
+                output += chunk[1]
+    finally:
+        await stream.close()
+    return stream.status or _NO_STATUS, bytes(output)
+
+
+class KubernetesProcess:
+    """Implements :class:`sandbox_ssh.hooks.SandboxProcess` for a process in a pod."""
+
+    def __init__(self, target: PodTarget, hangup_grace: float) -> None:
+        self._target = target
+        self._hangup_grace = hangup_grace
+        self._stream: ExecStream | None = None
+        self._pending: list[tuple[OutputStream, bytes]] = []
+        self._pid: int | None = None
+        self._uid = 0
+        self._gid = 0
+        self._tty = False
+        self._stdin_closed = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    async def start(self, spec: ProcessSpec) -> None:
+        self._tty = spec.terminal is not None
+        self._uid, self._gid = spec.user.uid, spec.user.gid
+        target = self._target
+        self._stream = ExecStream(
+            await open_exec(
+                target.clients,
+                target.namespace,
+                target.pod,
+                target.container,
+                login_argv(self._tty),
+                tty=self._tty,
+            )
+        )
+        if not await self._read_pid():
+            return  # the wrapper never ran: what it said is pending as stderr
+        preamble = login_preamble(
+            spec.user.uid, spec.user.gid, spec.workdir, spec.env, list(spec.argv)
+        )
+        await self._stream.send(STDIN, preamble)
+        if spec.terminal is not None:
+            await self.resize(spec.terminal)
+        if not self._stream.v5:
+            _warn_v4_once()
+
+    async def _read_pid(self) -> bool:
+        assert self._stream is not None
+        first_line = bytearray()
+        while (chunk := await self._stream.receive()) is not None:
+            kind, data = chunk
+            if kind is not OutputStream.STDOUT:
+                self._pending.append(chunk)
+                continue
+            first_line += data
+            line, newline, rest = first_line.partition(b"\n")
+            if not newline:
+                continue
+            text = line.rstrip(b"\r")
+            if not text.isdigit():
+                self._pending.append((OutputStream.STDERR, bytes(first_line)))
+                return False
+            self._pid = int(text)
+            if rest:
+                self._pending.append((OutputStream.STDOUT, bytes(rest)))
+            return True
+        if first_line:
+            self._pending.append((OutputStream.STDERR, bytes(first_line)))
+        return False
+
+    async def write_stdin(self, data: bytes) -> None:
+        if self._stdin_closed or self._stream is None:
+            return
+        if not await self._stream.send(STDIN, data):
+            self._stdin_closed = True  # the process is gone; output will say why
+
+    async def close_stdin(self) -> None:
+        if self._stdin_closed or self._stream is None:
+            return
+        self._stdin_closed = True
+        if self._stream.v5 and not self._stream.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await self._stream.ws.send_bytes(close_message(STDIN))
+
+    async def read_output(self) -> tuple[OutputStream, bytes] | None:
+        if self._pending:
+            return self._pending.pop(0)
+        if self._stream is None:
+            return None
+        chunk = await self._stream.receive()
+        if chunk is not None and self._tty:
+            return OutputStream.STDOUT, chunk[1]
+        return chunk
+
+    async def wait(self) -> int:
+        assert self._stream is not None
+        await self._stream.ended.wait()
+        status = self._stream.status or _NO_STATUS
+        if status.code is not None:
+            return status.code
+        raise SandboxError(f"the process failed: {status.failure}")
+
+    async def resize(self, size: TerminalSize) -> None:
+        if self._tty and self._stream is not None and not self._stream.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await self._stream.ws.send_bytes(resize_message(size))
+
+    async def signal(self, signal_name: str) -> None:
+        if self._pid is not None:
+            await self._control(_posix.signal_argv(self._pid, signal_name))
+
+    async def hangup(self) -> None:
+        if self._pid is None:
+            return
+        # As the session's user, who may read its own processes' /proc/PID/fd.
+        argv = _posix.hangup_argv(self._pid, self._hangup_grace)
+        await self._control(as_user_argv(self._uid, self._gid, argv))
+
+    async def _control(self, argv: Sequence[str]) -> None:
+        try:
+            await run_short(self._target, argv)
+        except SandboxError as error:
+            log.warning("control exec in %s failed: %s", self._target.sandbox_id, error)
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
+
+
+def _warn_v4_once() -> None:
+    global _warned_v4
+    if not _warned_v4:
+        _warned_v4 = True
+        log.warning(
+            "the Kubernetes API server speaks only v4.channel.k8s.io: a client's EOF cannot "
+            "reach processes (commands that read stdin to its end will wait); Kubernetes 1.30+ "
+            "offers v5"
+        )
