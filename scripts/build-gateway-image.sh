@@ -24,7 +24,7 @@ fi
 
 CONTEXT="$(mktemp -d /tmp/gateway-context.XXXXXX)"
 trap 'rm -rf "$CONTEXT"' EXIT
-"$PYTHON" -m pip wheel -q --wheel-dir "$CONTEXT/wheels" "$REPO_ROOT[speed]"
+"$PYTHON" -m pip wheel -q --wheel-dir "$CONTEXT/wheels" "$REPO_ROOT[speed,kubernetes]"
 cp "$REPO_ROOT/deploy/container/Containerfile" "$CONTEXT/Containerfile"
 docker build -q -f "$CONTEXT/Containerfile" --build-arg "BASE=$BASE" -t "$TAG" "$CONTEXT" >/dev/null
 echo "built $TAG"
