@@ -7,9 +7,11 @@ its exec stream is closed. Every exec'd process is a session leader
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-from ..hooks import UserInfo
+from ..hooks import OutputStream, UserInfo
+
+Output = tuple[OutputStream, bytes]
 
 # Prints the process's PID (in the sandbox's PID namespace) on the first line
 # of stdout, then becomes the real command with the same PID.
@@ -107,6 +109,37 @@ done
 kill -KILL $left 2>/dev/null
 exit 0
 """
+
+
+async def read_pid_line(
+    receive: Callable[[], Awaitable[Output | None]],
+) -> tuple[int | None, list[Output]]:
+    """Consume the PID line a wrapper prints first; keep everything else, in order.
+
+    Returns the PID and the output to pass on. Without a PID line (the stream ended, or
+    the first line is the runtime's own error, e.g. a missing /bin/sh), the PID is None
+    and that text is passed on as stderr.
+    """
+    pending: list[Output] = []
+    first_line = bytearray()
+    while (chunk := await receive()) is not None:
+        if chunk[0] is not OutputStream.STDOUT:
+            pending.append(chunk)
+            continue
+        first_line += chunk[1]
+        line, newline, rest = first_line.partition(b"\n")
+        if not newline:
+            continue
+        text = line.rstrip(b"\r")
+        if not text.isdigit():
+            pending.append((OutputStream.STDERR, bytes(first_line)))
+            return None, pending
+        if rest:
+            pending.append((OutputStream.STDOUT, bytes(rest)))
+        return int(text), pending
+    if first_line:
+        pending.append((OutputStream.STDERR, bytes(first_line)))
+    return None, pending
 
 
 def pid_report_argv(argv: Sequence[str]) -> list[str]:

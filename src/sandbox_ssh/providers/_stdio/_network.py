@@ -263,10 +263,7 @@ class _Multiplexer:
                 self._got_eof.add(conn_id)
                 self._close_if_done(conn_id)
         except OSError:
-            if self._conns.get(conn_id) is sock:
-                self._drop(conn_id)
-                with contextlib.suppress(OSError, SandboxError):
-                    await self._send(Kind.CLOSE, conn_id)
+            await self._abort(conn_id, sock)
 
     async def _read_conn(self, conn_id: int, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -277,7 +274,11 @@ class _Multiplexer:
             self._sent_eof.add(conn_id)
             self._close_if_done(conn_id)
         except OSError:
-            if self._conns.get(conn_id) is sock:
-                self._drop(conn_id)
-                with contextlib.suppress(OSError, SandboxError):
-                    await self._send(Kind.CLOSE, conn_id)
+            await self._abort(conn_id, sock)
+
+    async def _abort(self, conn_id: int, sock: socket.socket) -> None:
+        """The local connection failed: drop it and tell the helper (once)."""
+        if self._conns.get(conn_id) is sock:
+            self._drop(conn_id)
+            with contextlib.suppress(OSError, SandboxError):
+                await self._send(Kind.CLOSE, conn_id)

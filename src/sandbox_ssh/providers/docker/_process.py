@@ -86,31 +86,14 @@ class DockerProcess:
         await self._read_pid()
 
     async def _read_pid(self) -> None:
-        """Consume the PID line; what precedes EOF without one is the runtime's error text."""
         assert self._stream is not None
-        first_line = bytearray()
-        while True:
-            message = await self._stream.read_out()
-            if message is None:
-                if first_line:
-                    self._pending.append((OutputStream.STDERR, bytes(first_line)))
-                return
-            if message.stream != OutputStream.STDOUT.value or self._pid is not None:
-                self._pending.append((OutputStream(message.stream), message.data))
-                continue
-            first_line += message.data
-            line, newline, rest = first_line.partition(b"\n")
-            if not newline:
-                continue
-            text = line.rstrip(b"\r")
-            if not text.isdigit():
-                # In-band runtime error (e.g. missing /bin/sh): pass it on as stderr.
-                self._pending.append((OutputStream.STDERR, bytes(first_line)))
-                return
-            self._pid = int(text)
-            if rest:
-                self._pending.append((OutputStream.STDOUT, bytes(rest)))
-            return
+        stream = self._stream
+
+        async def receive() -> tuple[OutputStream, bytes] | None:
+            message = await stream.read_out()
+            return None if message is None else (OutputStream(message.stream), message.data)
+
+        self._pid, self._pending = await _posix.read_pid_line(receive)
 
     async def write_stdin(self, data: bytes) -> None:
         if self._stdin_closed or self._stream is None:

@@ -153,27 +153,8 @@ class KubernetesProcess:
 
     async def _read_pid(self) -> bool:
         assert self._stream is not None
-        first_line = bytearray()
-        while (chunk := await self._stream.receive()) is not None:
-            kind, data = chunk
-            if kind is not OutputStream.STDOUT:
-                self._pending.append(chunk)
-                continue
-            first_line += data
-            line, newline, rest = first_line.partition(b"\n")
-            if not newline:
-                continue
-            text = line.rstrip(b"\r")
-            if not text.isdigit():
-                self._pending.append((OutputStream.STDERR, bytes(first_line)))
-                return False
-            self._pid = int(text)
-            if rest:
-                self._pending.append((OutputStream.STDOUT, bytes(rest)))
-            return True
-        if first_line:
-            self._pending.append((OutputStream.STDERR, bytes(first_line)))
-        return False
+        self._pid, self._pending = await _posix.read_pid_line(self._stream.receive)
+        return self._pid is not None
 
     async def write_stdin(self, data: bytes) -> None:
         if self._stdin_closed or self._stream is None:
