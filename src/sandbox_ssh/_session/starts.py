@@ -5,9 +5,12 @@ exec, or dockerd's exec create and start), so a burst of hundreds of starts
 is a queue. Served first come, first served, one connection opening many
 sessions, or one busy sandbox, would make everybody else wait behind it.
 So waiting starts are served round-robin over sandboxes; within a sandbox,
-the connection that has been served least in its current backlog goes next
-(a newcomer first, then the others in turn), and a connection's own starts
-go in order.
+the connection that has been served least in its current backlog goes next,
+and among those the one with the fewest starts waiting (a newcomer's single
+session goes before the first turns of a burst's connections), then the one
+waiting longest; a connection's own starts go in order. Only a sustained
+stream of new connections, each faster than the starts can be served, could
+hold back a connection with a backlog: the runtime is overloaded then anyway.
 """
 
 from __future__ import annotations
@@ -93,8 +96,11 @@ class StartScheduler:
     def _next(self) -> asyncio.Future[None] | None:
         while self._waiting:
             sandbox, connections = next(iter(self._waiting.items()))
-            # The least served connection; among equals, the one waiting longest.
-            connection = min(connections, key=lambda name: self._served[name])
+            # The least served connection; among equals, the one with the fewest starts
+            # waiting, then the one waiting longest (min keeps the first of equals).
+            connection = min(
+                connections, key=lambda name: (self._served[name], len(connections[name]))
+            )
             queue = connections[connection]
             granted = queue.popleft()
             if queue:
