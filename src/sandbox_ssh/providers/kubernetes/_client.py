@@ -80,6 +80,24 @@ def negotiated_protocol(ws: aiohttp.ClientWebSocketResponse) -> str:
     return str(chosen).strip() or V4_PROTOCOL
 
 
+async def _websocket(
+    what: str, connect: Any, *args: Any, protocols: str, **params: Any
+) -> aiohttp.ClientWebSocketResponse:
+    """Open a subresource's WebSocket through the generated API, offering ``protocols``.
+
+    The generated stubs type these calls as returning str; with _preload_content=False
+    they return aiohttp's pending WebSocket connection.
+    """
+    with api_errors(what):
+        pending = await connect(
+            *args,
+            **params,
+            _preload_content=False,
+            _headers={"sec-websocket-protocol": protocols},
+        )
+        return cast(aiohttp.ClientWebSocketResponse, await pending)
+
+
 async def open_exec(
     clients: KubeClients,
     namespace: str,
@@ -90,38 +108,34 @@ async def open_exec(
     tty: bool,
 ) -> aiohttp.ClientWebSocketResponse:
     """The exec subresource's WebSocket, offering v5 then v4."""
-    # The generated stubs type these as plain calls returning str; with _preload_content=False
-    # they return aiohttp's pending WebSocket connection.
     core: Any = clients.ws_core
-    with api_errors(f"cannot run a process in pod {namespace}/{pod}"):
-        pending = await core.connect_get_namespaced_pod_exec(
-            pod,
-            namespace,
-            command=list(argv),
-            container=container,
-            stdin=True,
-            stdout=True,
-            stderr=not tty,
-            tty=tty,
-            _preload_content=False,
-            _headers={"sec-websocket-protocol": OFFERED_PROTOCOLS},
-        )
-        return cast(aiohttp.ClientWebSocketResponse, await pending)
+    return await _websocket(
+        f"cannot run a process in pod {namespace}/{pod}",
+        core.connect_get_namespaced_pod_exec,
+        pod,
+        namespace,
+        protocols=OFFERED_PROTOCOLS,
+        command=list(argv),
+        container=container,
+        stdin=True,
+        stdout=True,
+        stderr=not tty,
+        tty=tty,
+    )
 
 
 async def open_port_forward(
     clients: KubeClients, namespace: str, pod: str, port: int
 ) -> aiohttp.ClientWebSocketResponse:
     core: Any = clients.ws_core
-    with api_errors(f"cannot forward to port {port} of pod {namespace}/{pod}"):
-        pending = await core.connect_get_namespaced_pod_portforward(
-            pod,
-            namespace,
-            ports=port,
-            _preload_content=False,
-            _headers={"sec-websocket-protocol": V4_PROTOCOL},
-        )
-        return cast(aiohttp.ClientWebSocketResponse, await pending)
+    return await _websocket(
+        f"cannot forward to port {port} of pod {namespace}/{pod}",
+        core.connect_get_namespaced_pod_portforward,
+        pod,
+        namespace,
+        protocols=V4_PROTOCOL,
+        ports=port,
+    )
 
 
 @contextlib.contextmanager
