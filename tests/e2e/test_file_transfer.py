@@ -13,6 +13,7 @@ import pytest
 from ..conftest import Gateway, GatewayFactory
 from ..support.containers import Container, Containers, docker
 from ..support.ssh import SSHClient
+from ..support.wait import wait_until
 
 ODD_NAME = "report final (v2) – café ü.txt"  # noqa: RUF001 - non-ASCII on purpose
 
@@ -213,15 +214,26 @@ def test_transfers_never_use_the_archive_api(
         == 0
     )
     assert run(scp_argv(ssh, str(payload), f"{session_id}@{ssh.host}:/tmp/r")).returncode == 0
-    until = str(int(time.time()) + 1)
-    # Matched here rather than with --filter container=ID, which Podman ignores for full IDs.
-    events = docker(
-        "events", "--since", since, "--until", until, "--format", "{{.Actor.ID}} {{.Action}}"
-    ).splitlines()
-    actions = [
-        line.split(" ", 1)[1]
-        for line in events
-        if " " in line and line.split(" ", 1)[0] and sandbox.id.startswith(line.split(" ", 1)[0])
-    ]
+    # An exec of our own through the engine marks the end: once its event is listed, every
+    # event of the transfers is too (the engine may write its events log a little late).
+    sandbox.exec("true")
+
+    def container_actions() -> list[str] | None:
+        until = str(int(time.time()) + 1)
+        # Matched here rather than with --filter container=ID, which Podman ignores for
+        # short IDs.
+        events = docker(
+            "events", "--since", since, "--until", until, "--format", "{{.Actor.ID}} {{.Action}}"
+        ).splitlines()
+        found = [
+            line.split(" ", 1)[1]
+            for line in events
+            if " " in line
+            and line.split(" ", 1)[0]
+            and sandbox.id.startswith(line.split(" ", 1)[0])
+        ]
+        return found if any(a.startswith("exec") for a in found) else None
+
+    actions = wait_until(container_actions, timeout=30, message="the engine listed no exec event")
     assert actions, "docker events recorded nothing; the check would be vacuous"
     assert not [a for a in actions if "archive" in a or "extract" in a], actions
