@@ -768,6 +768,72 @@ def workload_workers(bench: Bench, size: int) -> None:
     bench.record("4 parallel downloads, aggregate MB/s", "MB/s", figures, "higher")
 
 
+def _gateway_true_ms(port: int, session_id: str, runs: int) -> list[float]:
+    argv = [*SSH_CLIENT, "-p", str(port), f"{session_id}@127.0.0.1", "true"]
+    return [timed(argv) * 1000 for _ in range(runs)]
+
+
+def workload_neighbour(bench: Bench, runs: int, floods: int = 8) -> None:
+    """A healthy tenant's `ssh true` alone, then beside a sandbox flooding output to clients."""
+    noisy = f"bench-noisy-{uuid.uuid4().hex[:8]}"
+    bench.sandbox(noisy)
+    alone_p50: dict[str, float | None] = {}
+    alone_p99: dict[str, float | None] = {}
+    beside_p50: dict[str, float | None] = {}
+    beside_p99: dict[str, float | None] = {}
+    ratio: dict[str, float | None] = {}
+    for path, (_, port) in bench.gateways.items():
+        alone = _gateway_true_ms(port, bench.session_id, runs)
+        flood_argv = [*SSH_CLIENT, "-p", str(port), f"{noisy}@127.0.0.1", "cat /dev/zero"]
+        flooding = [subprocess.Popen(flood_argv, stdout=subprocess.DEVNULL) for _ in range(floods)]
+        try:
+            beside = _gateway_true_ms(port, bench.session_id, runs)
+        finally:
+            for client in flooding:
+                client.kill()
+                client.wait()
+        alone_p50[path], beside_p50[path] = percentile(alone, 0.5), percentile(beside, 0.5)
+        alone_p99[path] = quiet = percentile(alone, 0.99)
+        beside_p99[path] = noisy_p99 = percentile(beside, 0.99)
+        ratio[path] = noisy_p99 / quiet
+    bench.record("noisy neighbour: `true` alone p50 ms", "ms", alone_p50, "lower")
+    bench.record("noisy neighbour: `true` alone p99 ms", "ms", alone_p99, "lower")
+    bench.record(f"noisy neighbour: beside {floods} floods p50 ms", "ms", beside_p50, "lower")
+    bench.record(f"noisy neighbour: beside {floods} floods p99 ms", "ms", beside_p99, "lower")
+    bench.record("noisy neighbour: p99 beside / alone (target <= 3)", "x", ratio, "lower")
+
+
+def workload_stalled(bench: Bench, size: int, seconds: float) -> None:
+    """Gateway RSS above idle while a sandbox writes ``size`` bytes to a client reading none."""
+    grown: dict[str, float | None] = {}
+    for path, (process, port) in bench.gateways.items():
+        pids = [process.pid, *children(process.pid)]
+        subprocess.run(
+            [*SSH_CLIENT, "-p", str(port), f"{bench.session_id}@127.0.0.1", "true"], check=True
+        )
+        idle = rss_kib(pids)
+        argv = [*SSH_CLIENT, "-p", str(port), f"{bench.session_id}@127.0.0.1"]
+        stalled = subprocess.Popen([*argv, f"head -c {size} /dev/zero"], stdout=subprocess.PIPE)
+        peak = idle
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                peak = max(peak, rss_kib(pids))
+                time.sleep(0.1)  # sampling memory over the window, not synchronising
+        finally:
+            stalled.kill()
+            stalled.wait()
+            if stalled.stdout is not None:
+                stalled.stdout.close()
+        grown[path] = (peak - idle) / 1024
+    bench.record(
+        f"stalled client, {size // MB} MiB written: gateway MiB above idle (target < 16)",
+        "MiB",
+        grown,
+        "lower",
+    )
+
+
 def cell(row: dict[str, object], name: str) -> str:
     value = row.get(name)
     return f"{value:.2f}" if isinstance(value, float) else "-"
@@ -819,6 +885,8 @@ WORKLOADS = (
     "storm",
     "starts",
     "workers",
+    "neighbour",
+    "stalled",
 )
 
 
@@ -864,6 +932,8 @@ def main() -> None:
                 "storm": lambda: workload_storm(bench, targets, 50),
                 "starts": lambda: workload_starts(bench, 10 if args.quick else 50, 10),
                 "workers": lambda: workload_workers(bench, size // 2),
+                "neighbour": lambda: workload_neighbour(bench, 30 if args.quick else 100),
+                "stalled": lambda: workload_stalled(bench, 1024 * MB, 5 if args.quick else 15),
             }
             for name in WORKLOADS:
                 if name in chosen:

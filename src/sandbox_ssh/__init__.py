@@ -1,37 +1,41 @@
 """sandbox-ssh: an SSH gateway whose username is the session ID of a sandbox container."""
 
-from ._session.forwarding import ForwardingKind
-from .config import Config
-from .hooks import (
-    AgentSocketHost,
-    AuthorizedKeysSource,
-    BoundListener,
-    ConnectionTracker,
-    DirectStdio,
-    EnvVarFetcher,
-    ExitSignal,
-    ExitSignalReporter,
-    HealthReporter,
-    OutputSink,
-    OutputStream,
-    PreparedProvider,
-    ProcessSpec,
-    Release,
-    Sandbox,
-    SandboxEnsurer,
-    SandboxError,
-    SandboxNetwork,
-    SandboxProcess,
-    SandboxProvider,
-    SandboxStatus,
-    SandboxStopper,
-    StartProgress,
-    TerminalSize,
-    UserInfo,
-    UserInfoFetcher,
-)
-from .server import Server
-from .tracking import CombinedTracker, IdleStopper, InMemoryConnectionTracker
+from ._logs import holding_warnings
+
+# Warnings from our dependencies' imports wait for logging (see _logs.holding_warnings).
+with holding_warnings():
+    from ._session.forwarding import ForwardingKind
+    from .config import Config
+    from .hooks import (
+        AgentSocketHost,
+        AuthorizedKeysSource,
+        BoundListener,
+        ConnectionTracker,
+        DirectStdio,
+        EnvVarFetcher,
+        ExitSignal,
+        ExitSignalReporter,
+        HealthReporter,
+        OutputSink,
+        OutputStream,
+        PreparedProvider,
+        ProcessSpec,
+        Release,
+        Sandbox,
+        SandboxEnsurer,
+        SandboxError,
+        SandboxNetwork,
+        SandboxProcess,
+        SandboxProvider,
+        SandboxStatus,
+        SandboxStopper,
+        StartProgress,
+        TerminalSize,
+        UserInfo,
+        UserInfoFetcher,
+    )
+    from .server import Server
+    from .tracking import CombinedTracker, IdleStopper, InMemoryConnectionTracker
 
 __version__ = "0.1.0"
 

@@ -10,10 +10,12 @@ nothing logs them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
+import warnings
+from collections.abc import Iterator, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,5 +82,29 @@ def configure(level: str, log_format: str) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Python's warnings become log lines in the same format (logger "py.warnings").
+    logging.captureWarnings(True)
+    release_held_warnings()
     # asyncssh logs commands at INFO and env values at debug level; both can carry secrets.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+
+# Warnings raised while the package's dependencies were imported (cryptography's
+# deprecations, through asyncssh), held until logging is set up: printed raw, they
+# would be the only lines of a JSON log that are not JSON.
+_held_warnings: list[warnings.WarningMessage] = []
+
+
+@contextlib.contextmanager
+def holding_warnings() -> Iterator[None]:
+    """Record the warnings raised inside (the filters in force still decide which)."""
+    with warnings.catch_warnings(record=True) as caught:
+        yield
+    _held_warnings.extend(caught)
+
+
+def release_held_warnings() -> None:
+    """Issue the held warnings again, now that whoever embeds us may route them."""
+    while _held_warnings:
+        held = _held_warnings.pop(0)
+        warnings.warn_explicit(held.message, held.category, held.filename, held.lineno)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import SimpleNamespace
@@ -132,6 +134,7 @@ def _provider(options: Any) -> DockerProvider | KubernetesProvider:
             docker_host=options.docker_host,
             label=options.session_label,
             exec_path=options.exec_path,
+            answer_timeout=options.start_timeout,
         )
     try:
         from .providers.kubernetes import KubernetesProvider
@@ -145,6 +148,7 @@ def _provider(options: Any) -> DockerProvider | KubernetesProvider:
         container=options.k8s_container,
         kubeconfig=str(options.kubeconfig) if options.kubeconfig else None,
         context=options.kube_context,
+        answer_timeout=options.start_timeout,
     )
 
 
@@ -210,7 +214,10 @@ def _build(
         max_sessions=options.max_sessions,
         max_startups=options.max_startups,
         max_connections_per_session=options.max_connections_per_session,
+        max_forwarded_per_session=options.max_forwarded_per_session,
         max_concurrent_starts=options.max_concurrent_starts,
+        max_concurrent_starts_per_sandbox=options.max_concurrent_starts_per_sandbox,
+        start_timeout=options.start_timeout,
         client_alive_interval=options.client_alive_interval,
         client_alive_count_max=options.client_alive_count_max,
         audit_sink=AuditLog(options.audit_log) if options.audit_log and not dry_run else None,
@@ -308,6 +315,20 @@ def _run_workers(count: int, serve_one: Callable[[], None]) -> None:
         raise click.ClickException(f"{failed} of {count} workers failed")
 
 
+# The default executor's threads (asyncssh builds each connection's options there), all
+# started at once: the gateway's thread count then stays the same whatever the load.
+_EXECUTOR_THREADS = 4
+
+
+def _started_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
+    pool = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="sandbox-ssh")
+    everyone = threading.Barrier(size + 1)
+    for _ in range(size):
+        pool.submit(everyone.wait)  # none is idle yet, so each submit starts a thread
+    everyone.wait()
+    return pool
+
+
 def _run(main_coroutine: Coroutine[Any, Any, None]) -> None:
     # uvloop must own the loop from the start; installing it inside asyncio.run is too late.
     try:
@@ -327,6 +348,7 @@ async def _serve(
 ) -> None:
     server = Server(config)
     loop = asyncio.get_running_loop()
+    loop.set_default_executor(_started_pool(_EXECUTOR_THREADS))
     stopping: list[asyncio.Task[None]] = []
 
     def request_stop(name: str) -> None:

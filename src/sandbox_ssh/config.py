@@ -13,6 +13,7 @@ from ._session.channel import SubsystemConfig
 from ._session.forwarding import ForwardingKind, ForwardingPolicy
 from ._session.recording import RecordingPolicy
 from ._session.resolve import DEFAULT_SESSION_ID_PATTERN
+from ._session.shares import DEFAULT_FORWARDED_PER_SESSION
 from ._ssh import algorithms
 from .hooks import (
     ConnectionTracker,
@@ -69,9 +70,16 @@ class Config:
     max_sessions: int = 10  # session channels per connection, like sshd's MaxSessions
     max_startups: int = 100  # connections that have not finished authenticating
     max_connections_per_session: int = 100
+    # Forwarded connections (-L/-D/-W/-R, socket and agent forwards) open at once per session
+    # ID: each holds descriptors, and a sandbox can dial its own -R listener at will.
+    max_forwarded_per_session: int = DEFAULT_FORWARDED_PER_SESSION
     # Process starts run at once at most; more wait, served round-robin over sandboxes
     # and connections. None: a few per CPU.
     max_concurrent_starts: int | None = None
+    # Of those, how many one sandbox may hold at once (None: half of them), and how long
+    # one start may hold its slot: a hostile sandbox can make its starts hang.
+    max_concurrent_starts_per_sandbox: int | None = None
+    start_timeout: float = 30.0
     client_alive_interval: float = 0.0  # seconds; 0 = off
     client_alive_count_max: int = 3
     # Per source address: new connections per minute (bursts allowed), and rejected keys

@@ -12,12 +12,15 @@ from typing import Any
 import asyncssh
 
 from ._endpoint import Endpoint
+from ._logs import release_held_warnings
+from ._memory import HeapTrimmer
 from ._metrics import Metrics
 from ._session.audit import NoAudit
 from ._session.ensure import EnsureCoordinator
 from ._session.forwarding import ForwardingKind
 from ._session.keys import KeySources
 from ._session.resolve import Hooks
+from ._session.shares import TenantShares
 from ._session.starts import StartScheduler
 from ._ssh.connection import GatewayConnection, GatewayState
 from ._ssh.hostkey import load_host_key, load_or_create_host_key
@@ -68,6 +71,7 @@ class Server:
             metrics=self.metrics,
         )
         self._background: set[asyncio.Task[None]] = set()
+        self._heap = HeapTrimmer()
         self._state = GatewayState(
             hooks=self._hooks,
             tracker=config.connection_tracker,
@@ -91,7 +95,13 @@ class Server:
             metrics=self.metrics,
             agent_forwarding=config.agent_forwarding,
             recording=recording_policy(config),
-            starts=StartScheduler(config.max_concurrent_starts),
+            forwarded_shares=TenantShares(config.max_forwarded_per_session),
+            connection_ended=self._heap.soon,
+            starts=StartScheduler(
+                config.max_concurrent_starts,
+                config.max_concurrent_starts_per_sandbox,
+                config.start_timeout,
+            ),
             sources=SourceGuard(
                 connections_per_minute=config.connections_per_minute,
                 ban_after_failures=config.ban_after_failures,
@@ -118,6 +128,7 @@ class Server:
         return format_address(str(host), int(port))
 
     async def start(self) -> None:
+        release_held_warnings()  # through whatever warning routing the embedder set up
         host, port = parse_address(self.config.address)
         self._state.auth_mode = auth_mode(self.config)
         check_algorithms(self.config)
@@ -226,6 +237,7 @@ class Server:
             await self._stopped.wait()
             return
         self._state.stopping = True
+        self._heap.cancel()
         await self._close_listener()
         connections = list(self._state.connections)
         for connection in connections:

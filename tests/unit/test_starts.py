@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sandbox_ssh._session.starts import StartScheduler
+from sandbox_ssh._session.starts import StartScheduler, StartTimeout
 
 
 async def _record_order(scheduler: StartScheduler, requests: list[tuple[str, str]]) -> list[str]:
@@ -99,7 +99,7 @@ def test_one_busy_sandbox_does_not_starve_another() -> None:
 
 def test_concurrency_is_bounded() -> None:
     async def scenario() -> int:
-        scheduler = StartScheduler(concurrency=3)
+        scheduler = StartScheduler(concurrency=3, per_sandbox=3)
         running = peak = 0
 
         async def start() -> None:
@@ -146,5 +146,41 @@ def test_a_failing_start_releases_its_slot() -> None:
         with pytest.raises(RuntimeError):
             await scheduler.run("s", "a", fail)
         assert scheduler.running == 0
+
+    asyncio.run(scenario())
+
+
+def test_regression_a_sandbox_whose_starts_hang_held_every_start_slot() -> None:
+    """FIFO /etc/group: runc hangs in every start of that sandbox; others still start."""
+
+    async def scenario() -> None:
+        scheduler = StartScheduler(concurrency=4, timeout=60)
+        never = asyncio.Event()
+        hostile = [
+            asyncio.ensure_future(scheduler.run("hostile", f"c{i}", never.wait)) for i in range(12)
+        ]
+        await asyncio.sleep(0)
+        assert scheduler.running_in("hostile") == 2  # its share: half of the slots
+        healthy = await asyncio.wait_for(
+            scheduler.run("healthy", "h", lambda: asyncio.sleep(0, "ran")), 1
+        )
+        assert healthy == "ran"
+        for task in hostile:
+            task.cancel()
+        await asyncio.gather(*hostile, return_exceptions=True)
+        assert scheduler.running == 0 and scheduler.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_regression_a_start_that_never_answers_held_its_slot_forever() -> None:
+    """A /bin/sh that never runs: the start gives up with one line, and its slot is free."""
+
+    async def scenario() -> None:
+        scheduler = StartScheduler(concurrency=1, timeout=0.05)
+        with pytest.raises(StartTimeout, match=r"did not start the process within 0\.05 s"):
+            await scheduler.run("hostile", "c", asyncio.Event().wait)
+        assert scheduler.running == 0
+        assert await scheduler.run("hostile", "c", lambda: asyncio.sleep(0, "ok")) == "ok"
 
     asyncio.run(scenario())

@@ -199,3 +199,54 @@ def test_listen_tcp_reports_the_port_it_bound() -> None:
         await network.close()
 
     asyncio.run(main())
+
+
+def test_regression_a_sandbox_flooding_a_stalled_forward_grew_gateway_memory(
+    tmp_path: Path,
+) -> None:
+    """The helper's frames for a connection nobody reads stop being pulled at the bound."""
+    from sandbox_ssh.providers._stdio._frames import Kind, encode
+    from sandbox_ssh.providers._stdio._network import _QUEUE_HIGH, _Multiplexer
+
+    chunk = b"x" * 65536
+    limit_frames = 400  # 25 MiB: far beyond the bound and any socket buffer
+
+    class Flood(LocalProcess):
+        def __init__(self) -> None:
+            self.frames = 0
+            self.flooded = asyncio.Event()
+
+        async def read_output(self) -> tuple[OutputStream, bytes] | None:
+            if self.frames == 0:
+                self.frames += 1
+                return OutputStream.STDOUT, encode(Kind.OPEN, 1)
+            if self.frames >= limit_frames:
+                self.flooded.set()
+                await asyncio.Event().wait()
+            self.frames += 1
+            return OutputStream.STDOUT, encode(Kind.DATA, 1, chunk)
+
+        async def write_stdin(self, data: bytes) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+    async def main() -> None:
+        path = str(tmp_path / "local.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(1)
+        flood = Flood()
+        mux = _Multiplexer(flood, path)
+        running = asyncio.ensure_future(mux.run(b""))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(flood.flooded.wait(), 2)  # it stopped pulling
+        pulled = flood.frames * len(chunk)
+        assert pulled < _QUEUE_HIGH + (8 << 20), pulled
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        listener.close()
+
+    asyncio.run(main())

@@ -278,11 +278,33 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
         default=100,
     ),
     Setting(
+        "max-forwarded-per-session",
+        "Forwarded connections (-L, -D, -W, -R, socket and agent forwards) open at once per "
+        "session ID; more are refused, or closed on accept for -R.",
+        type=click.IntRange(min=1),
+        default=512,
+    ),
+    Setting(
         "max-concurrent-starts",
         "Process starts run at once; more wait their turn, round-robin over sandboxes and "
         "connections.",
         type=click.IntRange(min=1),
         default_text="2 per CPU, at least 4",
+    ),
+    Setting(
+        "max-concurrent-starts-per-sandbox",
+        "Of those, how many one sandbox may hold at once, so that a sandbox whose starts hang "
+        "cannot take every slot.",
+        type=click.IntRange(min=1),
+        default_text="half of --max-concurrent-starts",
+    ),
+    Setting(
+        "start-timeout",
+        "Longest a process start may hold its slot (the runtime's exec, the sandbox's first "
+        "answer); then the client gets a one-line reason.",
+        callback=_duration,
+        default="30s",
+        metavar="DURATION",
     ),
     Setting(
         "client-alive-interval",

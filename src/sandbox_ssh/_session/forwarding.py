@@ -14,6 +14,7 @@ from .._metrics import Metrics
 from ..hooks import BoundListener, SandboxNetwork, SandboxProvider
 from .audit import ConnectionAudit, NoAudit
 from .resolve import ResolvedConnection, one_line
+from .shares import DEFAULT_FORWARDED_PER_SESSION, Release, TenantShares
 
 log = logging.getLogger("sandbox_ssh.forwarding")
 T = TypeVar("T")
@@ -73,14 +74,28 @@ class Forwarding:
         *,
         metrics: Metrics | None = None,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+        shares: TenantShares | None = None,
     ) -> None:
         self._network = provider if isinstance(provider, SandboxNetwork) else None
+        self._shares = shares or TenantShares(DEFAULT_FORWARDED_PER_SESSION)
         self._connection = connection
         self._policy = policy
         self._audit = audit or ConnectionAudit(NoAudit(), "-")
         self._metrics = metrics or Metrics()
         self.log = log if log is not None else logging.getLogger("sandbox_ssh.forwarding")
         self._binding: set[asyncio.Future[Any]] = set()
+
+    def take_share(self) -> Release:
+        """A forwarded connection's place in the session's share; ForwardingRefused when full."""
+        release = self._shares.take(self._connection.session_id)
+        if release is None:
+            self._metrics.refusals.labels("forwarded_per_session").inc()
+            raise ForwardingRefused(
+                "too many forwarded connections to this session "
+                f"(at most {self._shares.per_tenant})",
+                prohibited=False,
+            )
+        return release
 
     async def listeners_settled(self) -> None:
         """Wait until every remote forward requested so far is bound or refused.

@@ -11,6 +11,11 @@ session goes before the first turns of a burst's connections), then the one
 waiting longest; a connection's own starts go in order. Only a sustained
 stream of new connections, each faster than the starts can be served, could
 hold back a connection with a backlog: the runtime is overloaded then anyway.
+
+A sandbox is untrusted: its root can make every start hang (a FIFO where the
+runtime reads /etc/group, a /bin/sh that never runs). So one sandbox holds at
+most ``per_sandbox`` of the slots at once, and a start that holds its slot
+longer than ``timeout`` is abandoned with a one-line reason.
 """
 
 from __future__ import annotations
@@ -32,10 +37,29 @@ def default_concurrency() -> int:
     return max(4, 2 * (os.cpu_count() or 1))
 
 
+class StartTimeout(Exception):
+    """A start held its slot too long; ``str()`` is the one-line reason for the client."""
+
+
+DEFAULT_START_TIMEOUT = 30.0
+
+
+def default_share(concurrency: int) -> int:
+    return max(1, concurrency // 2)
+
+
 class StartScheduler:
-    def __init__(self, concurrency: int | None = None) -> None:
+    def __init__(
+        self,
+        concurrency: int | None = None,
+        per_sandbox: int | None = None,
+        timeout: float = DEFAULT_START_TIMEOUT,
+    ) -> None:
         self.concurrency = concurrency or default_concurrency()
+        self.per_sandbox = min(per_sandbox or default_share(self.concurrency), self.concurrency)
+        self.timeout = timeout
         self._running = 0
+        self._running_by_sandbox: collections.Counter[str] = collections.Counter()
         self._waiting: collections.OrderedDict[str, _Queue] = collections.OrderedDict()
         # Starts granted to each connection that still has some waiting.
         self._served: collections.Counter[str] = collections.Counter()
@@ -43,6 +67,9 @@ class StartScheduler:
     @property
     def running(self) -> int:
         return self._running
+
+    def running_in(self, sandbox: str) -> int:
+        return self._running_by_sandbox[sandbox]
 
     @property
     def waiting(self) -> int:
@@ -52,22 +79,25 @@ class StartScheduler:
         """Run ``start()`` once a slot is free and it is this connection's turn."""
         await self._acquire(sandbox, connection)
         try:
-            return await start()
+            async with asyncio.timeout(self.timeout):
+                return await start()
+        except TimeoutError:
+            raise StartTimeout(
+                f"the sandbox did not start the process within {self.timeout:g} s"
+            ) from None
         finally:
-            self._release()
+            self._release(sandbox)
 
     async def _acquire(self, sandbox: str, connection: str) -> None:
-        if self._running < self.concurrency and not self._waiting:
-            self._running += 1
-            return
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         connections = self._waiting.setdefault(sandbox, collections.OrderedDict())
         connections.setdefault(connection, collections.deque()).append(granted)
+        self._grant()
         try:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
-                self._release()  # granted just as the waiter left: pass the slot on
+                self._release(sandbox)  # granted just as the waiter left: pass the slot on
             else:
                 self._forget(sandbox, connection, granted)
             raise
@@ -75,7 +105,7 @@ class StartScheduler:
     def _forget(self, sandbox: str, connection: str, granted: asyncio.Future[None]) -> None:
         connections = self._waiting.get(sandbox)
         queue = connections.get(connection) if connections else None
-        if connections is None or queue is None:
+        if connections is None or queue is None or granted not in queue:
             return
         queue.remove(granted)
         if not queue:
@@ -84,18 +114,30 @@ class StartScheduler:
         if not connections:
             del self._waiting[sandbox]
 
-    def _release(self) -> None:
+    def _release(self, sandbox: str) -> None:
         self._running -= 1
+        self._running_by_sandbox[sandbox] -= 1
+        if self._running_by_sandbox[sandbox] <= 0:
+            del self._running_by_sandbox[sandbox]
+        self._grant()
+
+    def _grant(self) -> None:
         while self._running < self.concurrency:
-            granted = self._next()
-            if granted is None:
+            found = self._next()
+            if found is None:
                 return
+            sandbox, granted = found
+            if granted.done():
+                continue  # its waiter was cancelled and has not run yet to forget it
             self._running += 1
+            self._running_by_sandbox[sandbox] += 1
             granted.set_result(None)
 
-    def _next(self) -> asyncio.Future[None] | None:
-        while self._waiting:
-            sandbox, connections = next(iter(self._waiting.items()))
+    def _next(self) -> tuple[str, asyncio.Future[None]] | None:
+        """The next start to serve: the first sandbox in turn that is below its share."""
+        for sandbox, connections in self._waiting.items():
+            if self._running_by_sandbox[sandbox] >= self.per_sandbox:
+                continue
             # The least served connection; among equals, the one with the fewest starts
             # waiting, then the one waiting longest (min keeps the first of equals).
             connection = min(
@@ -112,5 +154,5 @@ class StartScheduler:
                 self._waiting.move_to_end(sandbox)
             else:
                 del self._waiting[sandbox]
-            return granted
+            return sandbox, granted
         return None

@@ -16,6 +16,7 @@ from typing import Any
 import asyncssh
 
 from .._session.agent import AgentForwarding, AgentRefused
+from .._session.forwarding import Forwarding
 from .forwarding import serve_relayed
 from .internals import open_agent_channel, replace_agent_listener
 from .relay import Relay
@@ -26,6 +27,7 @@ def serve_agent(
     agent: AgentForwarding,
     allowed: bool,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    forwarding: Forwarding,
 ) -> None:
     """Answer this connection's agent forwarding requests with a socket in the sandbox."""
     servers: list[asyncio.AbstractServer] = []
@@ -44,7 +46,7 @@ def serve_agent(
                 reason = str(refusal)
             else:
                 if not servers:
-                    servers.append(await serve_relayed(bound, open_channel))
+                    servers.append(await serve_relayed(bound, open_channel, forwarding))
                 return True
         log.info("agent forwarding refused: %s", reason, extra={"event": "agent.refused"})
         agent.refusal = reason

@@ -28,6 +28,7 @@ from .._session.resolve import (
     one_line,
     resolve_connection,
 )
+from .._session.shares import DEFAULT_FORWARDED_PER_SESSION, TenantShares
 from .._session.starts import StartScheduler
 from ..hooks import ConnectionTracker, Release
 from ..tracking import InMemoryConnectionTracker
@@ -69,6 +70,11 @@ class GatewayState:
     metrics: Metrics = field(default_factory=Metrics)
     agent_forwarding: bool = True
     recording: RecordingPolicy | None = None
+    # Called whenever a connection ends (the server trims the heap after bursts).
+    connection_ended: Callable[[], None] = lambda: None
+    forwarded_shares: TenantShares = field(
+        default_factory=lambda: TenantShares(DEFAULT_FORWARDED_PER_SESSION)
+    )
     stopping: bool = False
 
 
@@ -229,12 +235,15 @@ class GatewayConnection(asyncssh.SSHServer):
             self._audit,
             metrics=self._state.metrics,
             log=self._log,
+            shares=self._state.forwarded_shares,
         )
         self._agent = AgentForwarding(
             self._state.hooks.provider, self._resolved, self._audit, self._log
         )
         if self._conn is not None:
-            serve_agent(self._conn, self._agent, self._state.agent_forwarding, self._log)
+            serve_agent(
+                self._conn, self._agent, self._state.agent_forwarding, self._log, self._forwarding
+            )
         if self._state.auth_mode == "none":
             return False  # the username is the session ID, as in the original
         try:
@@ -399,6 +408,7 @@ class GatewayConnection(asyncssh.SSHServer):
         if self in self._state.connections:
             self._state.metrics.connections_open.dec()
         self._state.connections.discard(self)
+        self._state.connection_ended()
         self._done_authenticating()
         if self._live_release is not None:
             self._live_release()

@@ -34,36 +34,51 @@ def _open_error(refusal: ForwardingRefused) -> asyncssh.ChannelOpenError:
     return asyncssh.ChannelOpenError(code, str(refusal))
 
 
-async def _bridge(sock: socket.socket) -> Any:
+async def _bridge(sock: socket.socket, release: Callable[[], None]) -> Any:
     """The channel half of a relay whose socket half is ``sock``."""
-    relay = Relay()
+    relay = Relay(on_socket_closed=release)
     loop = asyncio.get_running_loop()
     try:
         await loop.create_connection(lambda: relay.socket_side, sock=sock)
     except OSError as error:
         sock.close()
+        release()
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(error)) from None
     return relay.channel_side
+
+
+async def _open_direct(
+    forwarding: Forwarding, what: str, connect: Callable[[], Awaitable[socket.socket]]
+) -> Any:
+    try:
+        release = forwarding.take_share()
+    except ForwardingRefused as refusal:
+        forwarding.log.warning("%s refused: %s", what, refusal)
+        raise _open_error(refusal) from None
+    try:
+        sock = await connect()
+    except ForwardingRefused as refusal:
+        release()
+        forwarding.log.info("%s refused: %s", what, refusal)
+        raise _open_error(refusal) from None
+    except BaseException:
+        release()
+        raise
+    return await _bridge(sock, release)
 
 
 async def open_direct_tcp(
     forwarding: Forwarding, host: str, port: int
 ) -> asyncssh.SSHTCPSession[bytes]:
-    try:
-        sock = await forwarding.connect_tcp(host, port)
-    except ForwardingRefused as refusal:
-        forwarding.log.info("direct-tcpip to %s:%d refused: %s", host, port, refusal)
-        raise _open_error(refusal) from None
-    return cast(asyncssh.SSHTCPSession[bytes], await _bridge(sock))
+    what = f"direct-tcpip to {host}:{port}"
+    channel = await _open_direct(forwarding, what, lambda: forwarding.connect_tcp(host, port))
+    return cast(asyncssh.SSHTCPSession[bytes], channel)
 
 
 async def open_direct_unix(forwarding: Forwarding, path: str) -> asyncssh.SSHUNIXSession[bytes]:
-    try:
-        sock = await forwarding.connect_unix(path)
-    except ForwardingRefused as refusal:
-        forwarding.log.info("direct-streamlocal to %s refused: %s", path, refusal)
-        raise _open_error(refusal) from None
-    return cast(asyncssh.SSHUNIXSession[bytes], await _bridge(sock))
+    what = f"direct-streamlocal to {path}"
+    channel = await _open_direct(forwarding, what, lambda: forwarding.connect_unix(path))
+    return cast(asyncssh.SSHUNIXSession[bytes], channel)
 
 
 class SandboxListener(asyncssh.SSHListener):
@@ -88,9 +103,15 @@ class SandboxListener(asyncssh.SSHListener):
 
 
 async def serve_relayed(
-    bound: BoundListener, open_channel: Callable[[Relay, asyncio.Transport], Awaitable[Any]]
+    bound: BoundListener,
+    open_channel: Callable[[Relay, asyncio.Transport], Awaitable[Any]],
+    forwarding: Forwarding,
 ) -> asyncio.AbstractServer:
-    """Accept on ``bound``; each connection gets a relay and a channel to the client."""
+    """Accept on ``bound``; each connection gets a relay and a channel to the client.
+
+    Connections beyond the session's share are closed as soon as they are accepted: the
+    sandbox dials its own listener, so it could otherwise spend the gateway's descriptors.
+    """
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -102,6 +123,12 @@ async def serve_relayed(
             relay.close()
 
     def start_channel(relay: Relay, transport: asyncio.Transport) -> None:
+        try:
+            relay.on_socket_closed = forwarding.take_share()
+        except ForwardingRefused as refusal:
+            forwarding.log.warning("remote forward: connection dropped: %s", refusal)
+            relay.close()
+            return
         task = asyncio.ensure_future(connect(relay, transport))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -126,7 +153,7 @@ async def listen_tcp(
             lambda: relay.channel_side, host, bound_port, str(peer[0]), int(peer[1])
         )
 
-    server = await serve_relayed(bound, open_channel)
+    server = await serve_relayed(bound, open_channel, forwarding)
     return SandboxListener(bound, server, bound_port)
 
 
@@ -142,5 +169,5 @@ async def listen_unix(
     async def open_channel(relay: Relay, transport: asyncio.Transport) -> None:
         await conn.create_unix_connection(lambda: relay.channel_side, path)
 
-    server = await serve_relayed(bound, open_channel)
+    server = await serve_relayed(bound, open_channel, forwarding)
     return SandboxListener(bound, server, 0)

@@ -37,9 +37,15 @@ _EARLY_LIMIT = 1 << 18
 class Relay:
     """Both halves of one forwarded connection and the state they share."""
 
-    def __init__(self, on_socket: Callable[[Relay, asyncio.Transport], None] | None = None) -> None:
-        """``on_socket`` is called once the socket half is connected (to open the channel)."""
+    def __init__(
+        self,
+        on_socket: Callable[[Relay, asyncio.Transport], None] | None = None,
+        on_socket_closed: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_socket`` is called once the socket half is connected (to open the channel),
+        ``on_socket_closed`` once its socket is gone (to give back its share)."""
         self._on_socket = on_socket
+        self.on_socket_closed = on_socket_closed
         self.socket_side = _SocketSide(self)
         self.channel_side = _ChannelSide(self)
         self._transport: asyncio.Transport | None = None
@@ -81,6 +87,8 @@ class Relay:
 
     def socket_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self.on_socket_closed is not None:
+            self.on_socket_closed()
         if exc is not None or not self._socket_done:
             self.close()  # reset, or closed without EOF: nothing more will come either way
         else:

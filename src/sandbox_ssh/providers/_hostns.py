@@ -19,17 +19,19 @@ visibility (root on the Docker host). Nothing is required of the image.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import errno
 import os
 import platform
 import socket
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import TypeVar
+
+from ._threads import SHARED, SandboxTimeout
 
 T = TypeVar("T")
 
@@ -58,54 +60,41 @@ def _check(result: int, what: str) -> int:
     return result
 
 
-def _start_isolated(
-    work: Callable[[], T], done: Callable[[T | None, BaseException | None], None]
-) -> None:
-    """Run ``work`` on a fresh thread that ends afterwards, so no changed state outlives it."""
-
-    def run() -> None:
-        try:
-            result = work()
-        except BaseException as error:  # handed to the caller
-            done(None, error)
-        else:
-            done(result, None)
-
-    threading.Thread(target=run, name="sandbox-ssh-ns", daemon=True).start()
+# Every thread that works in a sandbox's namespaces counts against that sandbox's share.
+BUDGET = SHARED
+# Cleanups run from synchronous callbacks; they wait this long at most.
+_CLEANUP_WAIT = 2.0
+# The largest file read from a sandbox (passwd, group, hosts).
+MAX_FILE_BYTES = 1 << 20
 
 
-async def _isolated(work: Callable[[], T]) -> T:
-    """Await ``work`` run on its own fresh thread (one thread, no executor in between)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.cancelled():
-            if isinstance(result, socket.socket):
-                result.close()
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def done(result: T | None, error: BaseException | None) -> None:
-        loop.call_soon_threadsafe(settle, result, error)
-
-    _start_isolated(work, done)
-    return await future
+def _close_socket(result: object) -> None:
+    if isinstance(result, socket.socket):
+        result.close()
+    elif isinstance(result, tuple) and result and isinstance(result[0], socket.socket):
+        result[0].close()
 
 
-def _isolated_blocking(work: Callable[[], T]) -> T:
+async def _isolated(pid: int, work: Callable[[], T]) -> T:
+    """Await ``work`` on a fresh thread within sandbox ``pid``'s share (see _threads)."""
+    return await BUDGET.run(pid, work, discard=_close_socket)
+
+
+def _isolated_blocking(work: Callable[[], T], wait: float | None = None) -> T:
+    """Run ``work`` on a fresh thread and wait for it, at most ``wait`` seconds."""
     outcome: list[tuple[T | None, BaseException | None]] = []
     finished = threading.Event()
 
-    def done(result: T | None, error: BaseException | None) -> None:
-        outcome.append((result, error))
+    def run() -> None:
+        try:
+            outcome.append((work(), None))
+        except BaseException as error:  # handed to the caller
+            outcome.append((None, error))
         finished.set()
 
-    _start_isolated(work, done)
-    finished.wait()
+    threading.Thread(target=run, name="sandbox-ssh-ns", daemon=True).start()
+    if not finished.wait(wait):
+        raise SandboxTimeout(f"the sandbox did not answer within {wait:g} s")
     result, error = outcome[0]
     if error is not None:
         raise error
@@ -138,7 +127,7 @@ def _socket_in_netns(pid: int, family: int) -> socket.socket:
 
 async def socket_in_netns(pid: int, family: int) -> socket.socket:
     """A new TCP socket in the network namespace of host process ``pid``."""
-    return await _isolated(partial(_socket_in_netns, pid, family))
+    return await _isolated(pid, partial(_socket_in_netns, pid, family))
 
 
 def _open_in_root(root_fd: int, path: str, flags: int) -> int:
@@ -210,7 +199,14 @@ def _unix_socket(setup: Callable[[socket.socket], None]) -> socket.socket:
 def _connect_unix(pid: int, path: str, uid: int, gid: int, groups: Sequence[int]) -> socket.socket:
     _as_user(uid, gid, groups)
     with _in_root(pid, path, _O_PATH) as target:
-        return _unix_socket(lambda sock: sock.connect(f"/proc/self/fd/{target}"))
+
+        def connect(sock: socket.socket) -> None:
+            # Non-blocking, as sshd's: a listener whose backlog is full answers EAGAIN at
+            # once instead of holding this thread.
+            sock.setblocking(False)
+            sock.connect(f"/proc/self/fd/{target}")
+
+        return _unix_socket(connect)
 
 
 def _bind_unix(pid: int, path: str, uid: int, gid: int, groups: Sequence[int]) -> socket.socket:
@@ -265,43 +261,102 @@ async def make_agent_socket(
     pid: int, uid: int, gid: int, name: str, groups: Sequence[int] = ()
 ) -> tuple[socket.socket, str]:
     """See _make_agent_socket; returns the socket and its path in the sandbox."""
-    return await _isolated(partial(_make_agent_socket, pid, uid, gid, groups, name))
+    return await _isolated(pid, partial(_make_agent_socket, pid, uid, gid, groups, name))
 
 
 def remove_agent_socket(
     pid: int, uid: int, gid: int, name: str, groups: Sequence[int] = ()
 ) -> None:
     """Remove what make_agent_socket created (blocking, and brief)."""
-    _isolated_blocking(partial(_remove_agent_socket, pid, uid, gid, groups, name))
+    _isolated_blocking(partial(_remove_agent_socket, pid, uid, gid, groups, name), _CLEANUP_WAIT)
+
+
+class UnsafeSandboxFile(OSError):
+    """A file in the sandbox that the gateway will not read; ``str()`` says which and why."""
+
+
+_PROC_SUPER_MAGIC = 0x9FA0
+_SYSFS_MAGIC = 0x62656572
+
+
+class _StatFs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _read_file(pid: int, path: str, limit: int) -> bytes:
-    with _in_root(pid, path, os.O_RDONLY) as fd:
-        return os.read(fd, limit)
+    """The file's bytes, read without ever blocking on what the sandbox put there.
+
+    The path is resolved to an O_PATH descriptor first, which opens nothing; only a
+    regular file on a real filesystem (not procfs or sysfs) is then opened, with
+    O_NONBLOCK, and read up to ``limit`` bytes.
+    """
+    with _in_root(pid, path, _O_PATH) as located:
+        info = os.fstat(located)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeSandboxFile(f"{path} in the sandbox is {_file_kind(info.st_mode)}")
+        statfs = _StatFs()
+        if _libc.fstatfs(located, ctypes.byref(statfs)) == 0 and statfs.f_type in (
+            _PROC_SUPER_MAGIC,
+            _SYSFS_MAGIC,
+        ):
+            raise UnsafeSandboxFile(f"{path} in the sandbox is a kernel file")
+        if info.st_size > limit:
+            raise UnsafeSandboxFile(f"{path} in the sandbox is larger than {limit} bytes")
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        fd = os.open(f"/proc/self/fd/{located}", flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped under us
+            raise UnsafeSandboxFile(f"{path} in the sandbox changed while it was read")
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+        raise UnsafeSandboxFile(f"{path} in the sandbox is larger than {limit} bytes")
+    finally:
+        os.close(fd)
 
 
 async def connect_unix_in_root(
     pid: int, path: str, uid: int, gid: int, groups: Sequence[int] = ()
 ) -> socket.socket:
     """A unix socket connected to ``path`` as seen inside the sandbox, with the user's rights."""
-    return await _isolated(partial(_connect_unix, pid, path, uid, gid, groups))
+    return await _isolated(pid, partial(_connect_unix, pid, path, uid, gid, groups))
 
 
 async def bind_unix_in_root(
     pid: int, path: str, uid: int, gid: int, groups: Sequence[int] = ()
 ) -> socket.socket:
     """A listening unix socket created at ``path`` inside the sandbox, owned by the user."""
-    return await _isolated(partial(_bind_unix, pid, path, uid, gid, groups))
+    return await _isolated(pid, partial(_bind_unix, pid, path, uid, gid, groups))
 
 
 def unlink_in_root(pid: int, path: str, uid: int, gid: int, groups: Sequence[int] = ()) -> None:
     """Remove a socket file the gateway bound inside the sandbox (blocking, and brief)."""
-    _isolated_blocking(partial(_unlink, pid, path, uid, gid, groups))
+    _isolated_blocking(partial(_unlink, pid, path, uid, gid, groups), _CLEANUP_WAIT)
 
 
-async def read_file_in_root(pid: int, path: str, limit: int = 1 << 20) -> bytes:
-    """Read a small file as the sandbox sees it (root's rights; for /etc/hosts and the like)."""
-    return await _isolated(partial(_read_file, pid, path, limit))
+async def read_file_in_root(pid: int, path: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """Read a small regular file as the sandbox sees it (root's rights; /etc/hosts and the like).
+
+    Raises UnsafeSandboxFile for anything else (a FIFO, a device, a kernel file, a giant
+    file), and SandboxTimeout when the sandbox's share of threads is stuck.
+    """
+    return await _isolated(pid, partial(_read_file, pid, path, limit))
 
 
 def host_namespace_problem() -> str | None:
@@ -311,7 +366,7 @@ def host_namespace_problem() -> str | None:
     if os.geteuid() != 0:
         return "forwarding needs the gateway to run as root on the container host"
     try:
-        _isolated_blocking(partial(_socket_in_netns, os.getpid(), socket.AF_INET)).close()
+        _isolated_blocking(partial(_socket_in_netns, os.getpid(), socket.AF_INET), 10.0).close()
     except OSError as error:
         return f"forwarding needs CAP_SYS_ADMIN: {error.strerror or error}"
     return None

@@ -7,9 +7,10 @@ its exec stream is closed. Every exec'd process is a session leader
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from ..hooks import OutputStream, UserInfo
+from ..hooks import OutputStream, SandboxError, UserInfo
 
 Output = tuple[OutputStream, bytes]
 
@@ -111,24 +112,55 @@ exit 0
 """
 
 
+# What a sandbox may say before its PID line, and how long it may take: its root
+# controls /bin/sh, so the wait for the line is bounded in bytes and in time.
+MAX_PID_LINE = 32
+MAX_EARLY_STDERR = 64 * 1024
+PID_LINE_TIMEOUT = 30.0
+# A short helper's (whoami, hang-up, signal) output kept at most, and its longest run.
+MAX_SHORT_OUTPUT = 64 * 1024
+SHORT_TIMEOUT = 15.0
+
+
 async def read_pid_line(
     receive: Callable[[], Awaitable[Output | None]],
+    within: float = PID_LINE_TIMEOUT,
 ) -> tuple[int | None, list[Output]]:
     """Consume the PID line a wrapper prints first; keep everything else, in order.
 
     Returns the PID and the output to pass on. Without a PID line (the stream ended, or
     the first line is the runtime's own error, e.g. a missing /bin/sh), the PID is None
-    and that text is passed on as stderr.
+    and that text is passed on as stderr. A first line longer than a PID's is not one.
+    Raises SandboxError when no line comes within ``within`` seconds.
     """
+    try:
+        async with asyncio.timeout(within):
+            return await _read_pid_line(receive)
+    except TimeoutError:
+        raise SandboxError(
+            f"the sandbox's /bin/sh did not start the session within {within:g} s"
+        ) from None
+
+
+async def _read_pid_line(
+    receive: Callable[[], Awaitable[Output | None]],
+) -> tuple[int | None, list[Output]]:
     pending: list[Output] = []
+    early_stderr = 0
     first_line = bytearray()
     while (chunk := await receive()) is not None:
         if chunk[0] is not OutputStream.STDOUT:
+            early_stderr += len(chunk[1])
+            if early_stderr > MAX_EARLY_STDERR:
+                raise SandboxError("the sandbox's /bin/sh wrote too much before starting")
             pending.append(chunk)
             continue
         first_line += chunk[1]
         line, newline, rest = first_line.partition(b"\n")
         if not newline:
+            if len(first_line) > MAX_PID_LINE:
+                pending.append((OutputStream.STDERR, bytes(first_line)))
+                return None, pending
             continue
         text = line.rstrip(b"\r")
         if not text.isdigit():
@@ -184,3 +216,22 @@ def parse_whoami(output: bytes) -> UserInfo | None:
     if len(fields) != 3 or not fields[0].isdigit() or not fields[1].isdigit():
         return None
     return UserInfo(username=fields[2], uid=int(fields[0]), gid=int(fields[1]))
+
+
+async def collect_short(
+    receive: Callable[[], Awaitable[Output | None]],
+    limit: int = MAX_SHORT_OUTPUT,
+    within: float = SHORT_TIMEOUT,
+) -> bytes:
+    """A short helper's stdout, to its end; bounded in bytes and in time (SandboxError)."""
+    output = bytearray()
+    try:
+        async with asyncio.timeout(within):
+            while (chunk := await receive()) is not None:
+                if chunk[0] is OutputStream.STDOUT:
+                    output += chunk[1]
+                    if len(output) > limit:
+                        raise SandboxError(f"the sandbox's answer was longer than {limit} bytes")
+    except TimeoutError:
+        raise SandboxError(f"the sandbox did not answer within {within:g} s") from None
+    return bytes(output)

@@ -40,6 +40,9 @@ echo "ERR the sandbox has neither python3 nor socat, which this kind of forwardi
 """
 _HELPER_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 _MAX_STATUS_LINE = 4096
+# Bytes from the sandbox queued toward one forwarded connection before its stream waits.
+_QUEUE_HIGH = 1 << 20
+_QUEUE_LOW = 1 << 18
 
 
 async def _status_line(process: SandboxProcess) -> tuple[str, bytes]:
@@ -176,7 +179,9 @@ class _Multiplexer:
     """Turns the helper's frames into connections to a local listener, and back.
 
     Each connection has its own queue toward its socket, so one that is slow to read
-    never stalls the others (or the helper's stream).
+    does not stall the others at once; a queue holds at most _QUEUE_HIGH bytes, and
+    beyond that the helper's stream waits for it (the sandbox's own connections wait,
+    and the gateway's memory stays bounded whatever the sandbox writes).
     """
 
     def __init__(self, process: SandboxProcess, local_path: str) -> None:
@@ -184,6 +189,8 @@ class _Multiplexer:
         self._local_path = local_path
         self._conns: dict[int, socket.socket] = {}
         self._outgoing: dict[int, asyncio.Queue[bytes | None]] = {}
+        self._queued: dict[int, int] = {}  # bytes waiting in each connection's queue
+        self._room: dict[int, asyncio.Event] = {}
         self._sent_eof: set[int] = set()  # the local side will send no more
         self._got_eof: set[int] = set()  # the sandbox side will send no more
         self._tasks: set[asyncio.Task[None]] = set()
@@ -230,12 +237,19 @@ class _Multiplexer:
                 return
             self._conns[conn_id] = sock
             self._outgoing[conn_id] = asyncio.Queue()
+            self._queued[conn_id] = 0
+            self._room[conn_id] = asyncio.Event()
             self._spawn(self._read_conn(conn_id, sock))
             self._spawn(self._write_conn(conn_id, sock, self._outgoing[conn_id]))
         elif kind is Kind.CLOSE:
             self._drop(conn_id)
         elif conn_id in self._outgoing:
             self._outgoing[conn_id].put_nowait(payload if kind is Kind.DATA else None)
+            self._queued[conn_id] += len(payload)
+            if self._queued[conn_id] > _QUEUE_HIGH:
+                room = self._room[conn_id]
+                room.clear()
+                await room.wait()
 
     def _drop(self, conn_id: int) -> None:
         sock = self._conns.pop(conn_id, None)
@@ -244,6 +258,10 @@ class _Multiplexer:
         queue = self._outgoing.pop(conn_id, None)
         if queue is not None:
             queue.put_nowait(None)
+        self._queued.pop(conn_id, None)
+        room = self._room.pop(conn_id, None)
+        if room is not None:
+            room.set()  # nothing more is queued for it: the stream goes on
         self._sent_eof.discard(conn_id)
         self._got_eof.discard(conn_id)
 
@@ -258,6 +276,10 @@ class _Multiplexer:
         try:
             while (data := await queue.get()) is not None:
                 await loop.sock_sendall(sock, data)
+                if conn_id in self._queued:
+                    self._queued[conn_id] -= len(data)
+                    if self._queued[conn_id] < _QUEUE_LOW:
+                        self._room[conn_id].set()
             if self._conns.get(conn_id) is sock:
                 sock.shutdown(socket.SHUT_WR)
                 self._got_eof.add(conn_id)

@@ -13,6 +13,7 @@ import aiodocker
 
 from ...hooks import BoundListener, Sandbox, SandboxError, UserInfo
 from .. import _hostns
+from .._threads import SandboxTimeout
 from ._client import runtime_errors
 
 _LOCALHOST = ("127.0.0.1", "::1")
@@ -69,6 +70,30 @@ class DockerNetwork:
             raise SandboxError("the sandbox is not running")
         return pid
 
+    async def check_account_files(self, container_id: str) -> None:
+        """Refuse a sandbox whose /etc/passwd or /etc/group dockerd must not read.
+
+        For every exec with a user, dockerd itself parses those two files of the
+        container, without a bound: a FIFO there blocks it, /dev/zero grows it until the
+        kernel kills it (Docker 20.10, seen here). Checked from the host first, with the
+        gateway's own bounded reader, where the gateway runs there; a remote engine
+        cannot be protected this way (SECURITY.md).
+        """
+        if self.forwarding_problem():
+            return
+        with runtime_errors():
+            info = await self._docker().containers.container(container_id).show()
+        pid = int((info.get("State") or {}).get("Pid") or 0)
+        if pid <= 0:
+            return  # not running: the exec is refused anyway
+        for path in ("/etc/passwd", "/etc/group"):
+            try:
+                await _hostns.read_file_in_root(pid, path)
+            except (_hostns.UnsafeSandboxFile, SandboxTimeout) as error:
+                raise SandboxError(f"{error}; the gateway will not read it") from None
+            except OSError:
+                continue
+
     async def _addresses(self, pid: int, host: str) -> list[str]:
         try:
             ipaddress.ip_address(host)
@@ -79,6 +104,8 @@ class DockerNetwork:
             return list(_LOCALHOST)
         try:
             hosts = await _hostns.read_file_in_root(pid, "/etc/hosts")
+        except (_hostns.UnsafeSandboxFile, SandboxTimeout) as error:
+            raise SandboxError(f"cannot resolve {host}: {error}") from None
         except OSError:
             hosts = b""
         found = parse_hosts(hosts.decode(errors="replace"), host)

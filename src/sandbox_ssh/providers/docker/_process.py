@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiodocker
 from aiodocker.execs import Exec
@@ -25,29 +25,42 @@ _EXIT_POLL_LIMIT = 10.0
 
 
 async def run_short(
-    docker: aiodocker.Docker, container_id: str, argv: Sequence[str], user: str
+    docker: aiodocker.Docker,
+    container_id: str,
+    argv: Sequence[str],
+    user: str,
+    within: float = _posix.SHORT_TIMEOUT,
 ) -> tuple[int | None, bytes]:
     """Run a short helper in the container to its end: (exit code, stdout).
 
-    Raises aiodocker.DockerError when the runtime refuses it.
+    Bounded in output and time (SandboxError). Raises aiodocker.DockerError when the
+    runtime refuses it.
     """
     helper = await docker.containers.container(container_id).exec(
         list(argv), stdin=False, tty=False, user=user
     )
-    output = bytearray()
     async with helper.start(detach=False) as stream:
-        while (message := await stream.read_out()) is not None:
-            if message.stream == OutputStream.STDOUT.value:
-                output += message.data
+
+        async def receive() -> tuple[OutputStream, bytes] | None:
+            message = await stream.read_out()
+            return None if message is None else (OutputStream(message.stream), message.data)
+
+        output = await _posix.collect_short(receive, within=within)
     exit_code = (await helper.inspect()).get("ExitCode")
-    return exit_code, bytes(output)
+    return exit_code, output
 
 
 class DockerProcess:
     """Implements :class:`sandbox_ssh.hooks.SandboxProcess` over one hijacked exec stream."""
 
     def __init__(
-        self, docker: aiodocker.Docker, container_id: str, tty: bool, hangup_grace: float
+        self,
+        docker: aiodocker.Docker,
+        container_id: str,
+        tty: bool,
+        hangup_grace: float,
+        answer_timeout: float = _posix.PID_LINE_TIMEOUT,
+        before_exec: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._docker = docker
         self._container_id = container_id
@@ -56,6 +69,9 @@ class DockerProcess:
         self._exec: Exec | None = None
         self._stream: Stream | None = None
         self._pid: int | None = None
+        self._pid_read: asyncio.Future[None] | None = None
+        self._answer_timeout = answer_timeout
+        self._before_exec = before_exec
         self._exec_user = "0"
         self._pending: list[tuple[OutputStream, bytes]] = []
         self._stdin_closed = False
@@ -83,7 +99,8 @@ class DockerProcess:
             await open_stream(self._stream)
         except aiodocker.DockerError as error:
             raise engine_error(error, "the sandbox refused the process") from error
-        await self._read_pid()
+        # The PID line is the sandbox's to send: waited for after the start's slot is free.
+        self._pid_read = asyncio.ensure_future(self._read_pid())
 
     async def _read_pid(self) -> None:
         assert self._stream is not None
@@ -93,7 +110,13 @@ class DockerProcess:
             message = await stream.read_out()
             return None if message is None else (OutputStream(message.stream), message.data)
 
-        self._pid, self._pending = await _posix.read_pid_line(receive)
+        self._pid, self._pending = await _posix.read_pid_line(receive, self._answer_timeout)
+
+    async def _started(self) -> None:
+        """Wait for the PID line (SandboxError when it never comes)."""
+        if self._pid_read is not None:
+            with runtime_errors():
+                await asyncio.shield(self._pid_read)
 
     async def write_stdin(self, data: bytes) -> None:
         if self._stdin_closed or self._stream is None:
@@ -110,6 +133,7 @@ class DockerProcess:
         half_close(self._stream)
 
     async def read_output(self) -> tuple[OutputStream, bytes] | None:
+        await self._started()
         if self._pending:
             return self._pending.pop(0)
         if self._stream is None:
@@ -139,38 +163,50 @@ class DockerProcess:
             delay = min(delay * 2, 0.1)
 
     async def resize(self, size: TerminalSize) -> None:
+        with contextlib.suppress(SandboxError):
+            await self._started()
         if not self._tty or self._exec is None or self._pid is None:
             return
         with contextlib.suppress(aiodocker.DockerError, *UNREACHABLE):
             await self._exec.resize(h=size.rows, w=size.cols)
 
     async def signal(self, signal_name: str) -> None:
+        with contextlib.suppress(SandboxError):
+            await self._started()
         if self._pid is None:
             return
         await self._run_control(_posix.signal_argv(self._pid, signal_name))
 
     async def hangup(self) -> None:
+        with contextlib.suppress(SandboxError):
+            await self._started()
         if self._pid is None:
             return
         # As the session's user: without CAP_SYS_PTRACE (not in Docker's defaults), even
         # root in the sandbox cannot read another user's /proc/PID/fd, and the hang-up
         # finds the session's processes by what they hold.
         argv = _posix.hangup_argv(self._pid, self._hangup_grace)
-        await self._run_control(argv, self._exec_user)
+        await self._run_control(argv, self._exec_user, self._hangup_grace)
 
-    async def _run_control(self, argv: Sequence[str], user: str = "0:0") -> None:
-        """Run a short helper in the sandbox and wait for it to finish."""
+    async def _run_control(self, argv: Sequence[str], user: str = "0:0", grace: float = 0) -> None:
+        """Run a short helper in the sandbox and wait for it to finish (bounded)."""
         try:
-            await run_short(self._docker, self._container_id, argv, user=user)
+            if self._before_exec is not None:
+                await self._before_exec()
+            await run_short(
+                self._docker, self._container_id, argv, user, _posix.SHORT_TIMEOUT + grace
+            )
         except aiodocker.DockerError as error:
             log.warning("control exec in %s failed: %s", self._container_id[:12], error.message)
-        except UNREACHABLE as error:
+        except (*UNREACHABLE, SandboxError) as error:
             log.warning("control exec in %s failed: %s", self._container_id[:12], error)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._pid_read is not None and not self._pid_read.done():
+            self._pid_read.cancel()
         if self._stream is not None:
             with contextlib.suppress(Exception):
                 await self._stream.close()

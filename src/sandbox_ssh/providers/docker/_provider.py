@@ -116,6 +116,7 @@ class DockerProvider:
         *,
         hangup_grace: float = 2.0,
         exec_path: ExecPath = "auto",
+        answer_timeout: float = _posix.PID_LINE_TIMEOUT,
     ) -> None:
         if exec_path not in EXEC_PATHS:
             raise ValueError(f"exec_path must be one of {', '.join(EXEC_PATHS)}")
@@ -123,6 +124,8 @@ class DockerProvider:
         self.exec_path_setting: ExecPath = exec_path
         self._docker_host = docker_host
         self._hangup_grace = hangup_grace
+        # Longest the sandbox may take to answer a start or a lookup (its root controls it).
+        self._answer_timeout = answer_timeout
         self._client: aiodocker.Docker | None = None
         self._connector: aiohttp.BaseConnector | None = None
         self._user_cache: _Expiring[str, UserInfo] = _Expiring(_USER_CACHE_SECONDS)
@@ -354,9 +357,10 @@ class DockerProvider:
 
     async def _resolve_user(self, container_id: str, configured: str, session_id: str) -> UserInfo:
         what = f'cannot resolve user "{configured}" in the sandbox of session "{session_id}"'
+        await self._network.check_account_files(container_id)
         try:
             exit_code, output = await run_short(
-                self.docker, container_id, _posix.WHOAMI_ARGV, configured
+                self.docker, container_id, _posix.WHOAMI_ARGV, configured, self._answer_timeout
             )
         except aiodocker.DockerError as error:
             raise engine_error(error, what) from error
@@ -382,8 +386,14 @@ class DockerProvider:
                     self._runtime_warnings.add(reason)
                     log.warning("using the exec API for %s: %s", sandbox.id[:12], reason)
         process = DockerProcess(
-            self.docker, sandbox.id, tty=spec.terminal is not None, hangup_grace=self._hangup_grace
+            self.docker,
+            sandbox.id,
+            tty=spec.terminal is not None,
+            hangup_grace=self._hangup_grace,
+            answer_timeout=self._answer_timeout,
+            before_exec=lambda: self._network.check_account_files(sandbox.id),
         )
+        await self._network.check_account_files(sandbox.id)
         await process.start(spec, await self._exec_user(sandbox.id, spec.user))
         return process
 
@@ -403,8 +413,11 @@ class DockerProvider:
 
     async def _primary_gid(self, container_id: str, uid: int) -> int | None:
         argv = ["/bin/sh", "-c", _PRIMARY_GID_SCRIPT, "sandbox-ssh", str(uid)]
+        await self._network.check_account_files(container_id)
         try:
-            _, output = await run_short(self.docker, container_id, argv, "0:0")
+            _, output = await run_short(
+                self.docker, container_id, argv, "0:0", self._answer_timeout
+            )
         except aiodocker.DockerError:
             return None
         text = output.decode(errors="replace").strip()

@@ -16,6 +16,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiodocker
@@ -36,8 +37,10 @@ from .._runtime import (
     process_spec,
 )
 from .._runtime._launcher import StartRefused
+from .._runtime._pids import pids_cgroup, pids_limit_reached
 from .._runtime._process import RefusedProcess
 from .._runtime._users import UnknownGroup, passwd_primary_gid, resolve_group_add
+from .._threads import SHARED, SandboxTimeout
 from ._aiodocker_internals import get_json
 from ._client import engine_error
 
@@ -86,6 +89,7 @@ class _Context:
     root: str
     process: dict[str, Any]
     group_add: tuple[str, ...]
+    pids_cgroup: str | None = None
 
     def still_running(self) -> bool:
         return _start_time(self.init_pid) == self.init_started
@@ -110,6 +114,7 @@ class RuntimePath:
         # Containers the runtime path cannot serve, and since when: not probed again for a while.
         self._unusable: dict[str, tuple[float, RuntimeUnavailable]] = {}
         self._accounts: dict[str, _Accounts] = {}
+        self._reading_accounts: dict[str, asyncio.Future[_Accounts]] = {}
 
     async def close(self) -> None:
         await self.launcher.close()
@@ -202,7 +207,9 @@ class RuntimePath:
             )
         bundle = str(runtime_state.get("bundle") or "")
         try:
-            config = await asyncio.to_thread(_read_json, os.path.join(bundle, "config.json"))
+            config = await SHARED.run(
+                container_id, partial(_read_json, os.path.join(bundle, "config.json"))
+            )
         except (OSError, ValueError) as error:
             raise RuntimeUnavailable(f"cannot read the container's bundle: {error}") from error
         return _Context(
@@ -213,6 +220,7 @@ class RuntimePath:
             root=root,
             process=dict(config.get("process") or {}),
             group_add=tuple(str(g) for g in host_config.get("GroupAdd") or ()),
+            pids_cgroup=pids_cgroup(init_pid),
         )
 
     async def _runtime_name(self, container_id: str, host_config: dict[str, Any]) -> str:
@@ -236,23 +244,20 @@ class RuntimePath:
         candidates = [known] if known else []
         candidates += _root_candidates(name, list(entry.get("runtimeArgs") or []))
         for root in candidates:
-            if not await asyncio.to_thread(os.path.isdir, os.path.join(root, container_id)):
-                continue
             try:
-                state = await asyncio.to_thread(binary.state, root, container_id)
-            except RuntimeUnavailable:
+                state = await SHARED.run(
+                    container_id, partial(_state_if_present, binary, root, container_id)
+                )
+            except (RuntimeUnavailable, SandboxTimeout):
+                continue
+            if state is None:
                 continue
             self._roots[name] = root
             return root, state
         raise RuntimeUnavailable(f"cannot find the state directory of the runtime {name!r}")
 
     async def _user(self, context: _Context, user: UserInfo) -> OciUser:
-        accounts = self._accounts.get(context.container_id)
-        if accounts is None or time.monotonic() - accounts.read_at > _ACCOUNTS_SECONDS:
-            passwd = await _read_in_sandbox(context.init_pid, "/etc/passwd")
-            groups = await _read_in_sandbox(context.init_pid, "/etc/group")
-            accounts = _Accounts(time.monotonic(), parse_passwd(passwd), parse_group(groups))
-            self._accounts[context.container_id] = accounts
+        accounts = await self._read_accounts(context)
         # The same user string the API path gives Docker (see DockerProvider._exec_user).
         explicit_gid: int | None = None
         if not (user.uid == 0 and user.gid == 0):
@@ -264,10 +269,36 @@ class RuntimePath:
             raise SandboxError(str(error)) from error
         return exec_user(user.uid, explicit_gid, accounts.passwd, accounts.groups, group_add)
 
+    async def _read_accounts(self, context: _Context) -> _Accounts:
+        """passwd and group as the sandbox has them, read once for concurrent starts."""
+        key = context.container_id
+        accounts = self._accounts.get(key)
+        if accounts is not None and time.monotonic() - accounts.read_at <= _ACCOUNTS_SECONDS:
+            return accounts
+        reading = self._reading_accounts.get(key)
+        if reading is None:
+
+            async def read() -> _Accounts:
+                passwd = await _read_in_sandbox(context.init_pid, "/etc/passwd")
+                groups = await _read_in_sandbox(context.init_pid, "/etc/group")
+                return _Accounts(time.monotonic(), parse_passwd(passwd), parse_group(groups))
+
+            reading = asyncio.ensure_future(read())
+            self._reading_accounts[key] = reading
+            reading.add_done_callback(lambda _: self._reading_accounts.pop(key, None))
+        accounts = await asyncio.shield(reading)
+        self._accounts[key] = accounts
+        return accounts
+
     # Starting.
 
     async def start(self, sandbox: Sandbox, spec: ProcessSpec) -> SandboxProcess:
         context = await self._context(sandbox.id)
+        limit = pids_limit_reached(context.pids_cgroup)
+        if limit is not None:
+            raise SandboxError(
+                f"the sandbox has no free process ID (its limit of {limit} is reached)"
+            )
         oci_spec = process_spec(
             context.process,
             spec.argv,
@@ -303,6 +334,12 @@ class RuntimePath:
         raise SandboxError(f"the runtime refused the process: {reason}")
 
 
+def _state_if_present(binary: RuntimeBinary, root: str, container_id: str) -> dict[str, Any] | None:
+    if not os.path.isdir(os.path.join(root, container_id)):
+        return None
+    return binary.state(root, container_id)
+
+
 def _read_json(path: str) -> dict[str, Any]:
     with open(path) as config:
         loaded: dict[str, Any] = json.load(config)
@@ -310,7 +347,10 @@ def _read_json(path: str) -> dict[str, Any]:
 
 
 async def _read_in_sandbox(pid: int, path: str) -> str:
+    """The file's text; empty when it is missing. Anything unsafe refuses the connection."""
     try:
         return (await _hostns.read_file_in_root(pid, path)).decode(errors="replace")
+    except (_hostns.UnsafeSandboxFile, SandboxTimeout) as error:
+        raise SandboxError(f"{error}; the gateway will not read it") from None
     except OSError:
         return ""

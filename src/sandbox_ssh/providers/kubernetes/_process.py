@@ -89,31 +89,36 @@ class ExecStream:
         self.ended.set()
 
 
-async def run_short(target: PodTarget, argv: Sequence[str]) -> tuple[ExitStatus, bytes]:
-    """Run a helper to its end: its exit status and stdout."""
+async def run_short(
+    target: PodTarget, argv: Sequence[str], within: float = _posix.SHORT_TIMEOUT
+) -> tuple[ExitStatus, bytes]:
+    """Run a helper to its end: its exit status and stdout (bounded: SandboxError)."""
     stream = ExecStream(
         await open_exec(
             target.clients, target.namespace, target.pod, target.container, argv, tty=False
         )
     )
-    output = bytearray()
     try:
         if stream.v5:
             await stream.ws.send_bytes(close_message(STDIN))
-        while (chunk := await stream.receive()) is not None:
-            if chunk[0] is OutputStream.STDOUT:
-                output += chunk[1]
+        output = await _posix.collect_short(stream.receive, within=within)
     finally:
         await stream.close()
-    return stream.status or _NO_STATUS, bytes(output)
+    return stream.status or _NO_STATUS, output
 
 
 class KubernetesProcess:
     """Implements :class:`sandbox_ssh.hooks.SandboxProcess` for a process in a pod."""
 
-    def __init__(self, target: PodTarget, hangup_grace: float) -> None:
+    def __init__(
+        self,
+        target: PodTarget,
+        hangup_grace: float,
+        answer_timeout: float = _posix.PID_LINE_TIMEOUT,
+    ) -> None:
         self._target = target
         self._hangup_grace = hangup_grace
+        self._answer_timeout = answer_timeout
         self._stream: ExecStream | None = None
         self._pending: list[tuple[OutputStream, bytes]] = []
         self._pid: int | None = None
@@ -153,7 +158,9 @@ class KubernetesProcess:
 
     async def _read_pid(self) -> bool:
         assert self._stream is not None
-        self._pid, self._pending = await _posix.read_pid_line(self._stream.receive)
+        self._pid, self._pending = await _posix.read_pid_line(
+            self._stream.receive, self._answer_timeout
+        )
         return self._pid is not None
 
     async def write_stdin(self, data: bytes) -> None:
@@ -202,11 +209,11 @@ class KubernetesProcess:
             return
         # As the session's user, who may read its own processes' /proc/PID/fd.
         argv = _posix.hangup_argv(self._pid, self._hangup_grace)
-        await self._control(as_user_argv(self._uid, self._gid, argv))
+        await self._control(as_user_argv(self._uid, self._gid, argv), self._hangup_grace)
 
-    async def _control(self, argv: Sequence[str]) -> None:
+    async def _control(self, argv: Sequence[str], grace: float = 0) -> None:
         try:
-            await run_short(self._target, argv)
+            await run_short(self._target, argv, _posix.SHORT_TIMEOUT + grace)
         except SandboxError as error:
             log.warning("control exec in %s failed: %s", self._target.sandbox_id, error)
 

@@ -65,6 +65,7 @@ class KubernetesProvider:
         *,
         context: str | None = None,
         hangup_grace: float = 2.0,
+        answer_timeout: float = _posix.PID_LINE_TIMEOUT,
     ) -> None:
         namespaces = [namespace] if isinstance(namespace, str) else list(namespace)
         if not namespaces or not all(namespaces):
@@ -75,6 +76,8 @@ class KubernetesProvider:
         self._kubeconfig = kubeconfig
         self._context = context
         self._hangup_grace = hangup_grace
+        # Longest the sandbox may take to answer a start or a lookup (its root controls it).
+        self._answer_timeout = answer_timeout
         self._clients: asyncio.Future[KubeClients] | None = None
         self._targets: dict[str, str] = {}  # sandbox ID -> container
         self._pod_uids: dict[str, str] = {}  # sandbox ID -> pod UID
@@ -204,7 +207,7 @@ class KubernetesProvider:
         cached = self._users.get(key)
         if cached is not None and time.monotonic() - cached[0] < _USER_CACHE_SECONDS:
             return cached[1]
-        status, output = await run_short(target, _posix.WHOAMI_ARGV)
+        status, output = await run_short(target, _posix.WHOAMI_ARGV, self._answer_timeout)
         user = _posix.parse_whoami(output) if status.code == 0 else None
         if user is None:
             raise SandboxError(
@@ -216,7 +219,9 @@ class KubernetesProvider:
     # SandboxProvider
 
     async def start_process(self, sandbox: Sandbox, spec: ProcessSpec) -> SandboxProcess:
-        process = KubernetesProcess(await self._target(sandbox), self._hangup_grace)
+        process = KubernetesProcess(
+            await self._target(sandbox), self._hangup_grace, self._answer_timeout
+        )
         try:
             await process.start(spec)
         except BaseException:
