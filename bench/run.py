@@ -773,8 +773,12 @@ def _gateway_true_ms(port: int, session_id: str, runs: int) -> list[float]:
     return [timed(argv) * 1000 for _ in range(runs)]
 
 
-def workload_neighbour(bench: Bench, runs: int, floods: int = 8) -> None:
-    """A healthy tenant's `ssh true` alone, then beside a sandbox flooding output to clients."""
+def workload_neighbour(bench: Bench, targets: list[Target], runs: int, floods: int = 8) -> None:
+    """A healthy tenant's `ssh true` alone, then beside a sandbox flooding output to clients.
+
+    On the gateways the flood comes from another sandbox; sshd (one per container) is
+    flooded and measured in its own container, which is the same machine contention.
+    """
     noisy = f"bench-noisy-{uuid.uuid4().hex[:8]}"
     bench.sandbox(noisy)
     alone_p50: dict[str, float | None] = {}
@@ -782,12 +786,28 @@ def workload_neighbour(bench: Bench, runs: int, floods: int = 8) -> None:
     beside_p50: dict[str, float | None] = {}
     beside_p99: dict[str, float | None] = {}
     ratio: dict[str, float | None] = {}
+    cases: list[tuple[str, Callable[[], list[float]], list[str]]] = []
     for path, (_, port) in bench.gateways.items():
-        alone = _gateway_true_ms(port, bench.session_id, runs)
-        flood_argv = [*SSH_CLIENT, "-p", str(port), f"{noisy}@127.0.0.1", "cat /dev/zero"]
+        cases.append(
+            (
+                path,
+                lambda port=port: _gateway_true_ms(port, bench.session_id, runs),  # type: ignore[misc]
+                [*SSH_CLIENT, "-p", str(port), f"{noisy}@127.0.0.1", "cat /dev/zero"],
+            )
+        )
+    sshd = next(t for t in targets if t.name == "sshd")
+    cases.append(
+        (
+            "sshd",
+            lambda: [timed(sshd.argv("true")) * 1000 for _ in range(runs)],
+            sshd.argv("cat /dev/zero"),
+        )
+    )
+    for path, measure, flood_argv in cases:
+        alone = measure()
         flooding = [subprocess.Popen(flood_argv, stdout=subprocess.DEVNULL) for _ in range(floods)]
         try:
-            beside = _gateway_true_ms(port, bench.session_id, runs)
+            beside = measure()
         finally:
             for client in flooding:
                 client.kill()
@@ -932,7 +952,7 @@ def main() -> None:
                 "storm": lambda: workload_storm(bench, targets, 50),
                 "starts": lambda: workload_starts(bench, 10 if args.quick else 50, 10),
                 "workers": lambda: workload_workers(bench, size // 2),
-                "neighbour": lambda: workload_neighbour(bench, 30 if args.quick else 100),
+                "neighbour": lambda: workload_neighbour(bench, targets, 30 if args.quick else 100),
                 "stalled": lambda: workload_stalled(bench, 1024 * MB, 5 if args.quick else 15),
             }
             for name in WORKLOADS:
