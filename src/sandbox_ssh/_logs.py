@@ -83,7 +83,7 @@ def configure(level: str, log_format: str) -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Python's warnings become log lines in the same format (logger "py.warnings").
-    logging.captureWarnings(True)
+    warnings.showwarning = _log_warning
     release_held_warnings()
     # asyncssh logs commands at INFO and env values at debug level; both can carry secrets.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
@@ -101,6 +101,21 @@ def holding_warnings() -> Iterator[None]:
     with warnings.catch_warnings(record=True) as caught:
         yield
     _held_warnings.extend(caught)
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    """A warning as one log line (no source excerpt), on the logger "py.warnings"."""
+    text = " ".join(str(message).split())
+    logging.getLogger("py.warnings").warning(
+        "%s: %s (%s:%d)", category.__name__, text, filename, lineno
+    )
 
 
 def release_held_warnings() -> None:

@@ -118,8 +118,16 @@ class DockerProcess:
             with runtime_errors():
                 await asyncio.shield(self._pid_read)
 
+    async def _started_quietly(self) -> bool:
+        try:
+            await self._started()
+        except SandboxError:
+            return False
+        return True
+
     async def write_stdin(self, data: bytes) -> None:
-        if self._stdin_closed or self._stream is None:
+        # Held back until the PID line: a terminal would echo typed-ahead input before it.
+        if not await self._started_quietly() or self._stdin_closed or self._stream is None:
             return
         try:
             await self._stream.write_in(data)
@@ -127,7 +135,7 @@ class DockerProcess:
             self._stdin_closed = True  # the process is gone; output will say why
 
     async def close_stdin(self) -> None:
-        if self._stdin_closed or self._stream is None:
+        if not await self._started_quietly() or self._stdin_closed or self._stream is None:
             return
         self._stdin_closed = True
         half_close(self._stream)
@@ -163,23 +171,20 @@ class DockerProcess:
             delay = min(delay * 2, 0.1)
 
     async def resize(self, size: TerminalSize) -> None:
-        with contextlib.suppress(SandboxError):
-            await self._started()
+        await self._started_quietly()
         if not self._tty or self._exec is None or self._pid is None:
             return
         with contextlib.suppress(aiodocker.DockerError, *UNREACHABLE):
             await self._exec.resize(h=size.rows, w=size.cols)
 
     async def signal(self, signal_name: str) -> None:
-        with contextlib.suppress(SandboxError):
-            await self._started()
+        await self._started_quietly()
         if self._pid is None:
             return
         await self._run_control(_posix.signal_argv(self._pid, signal_name))
 
     async def hangup(self) -> None:
-        with contextlib.suppress(SandboxError):
-            await self._started()
+        await self._started_quietly()
         if self._pid is None:
             return
         # As the session's user: without CAP_SYS_PTRACE (not in Docker's defaults), even
@@ -207,6 +212,8 @@ class DockerProcess:
         self._closed = True
         if self._pid_read is not None and not self._pid_read.done():
             self._pid_read.cancel()
+        elif self._pid_read is not None and not self._pid_read.cancelled():
+            self._pid_read.exception()  # seen: nobody may have waited for a failed login
         if self._stream is not None:
             with contextlib.suppress(Exception):
                 await self._stream.close()

@@ -126,6 +126,7 @@ class KubernetesProcess:
         self._gid = 0
         self._tty = False
         self._stdin_closed = False
+        self._login: asyncio.Future[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -145,6 +146,12 @@ class KubernetesProcess:
                 tty=self._tty,
             )
         )
+        # The wrapper's PID line is the sandbox's to send: waited for (bounded) after the
+        # start's slot is free; stdin waits for the preamble that follows it.
+        self._login = asyncio.ensure_future(self._log_in(spec))
+
+    async def _log_in(self, spec: ProcessSpec) -> None:
+        assert self._stream is not None
         if not await self._read_pid():
             return  # the wrapper never ran: what it said is pending as stderr
         preamble = login_preamble(
@@ -152,9 +159,21 @@ class KubernetesProcess:
         )
         await self._stream.send(STDIN, preamble)
         if spec.terminal is not None:
-            await self.resize(spec.terminal)
+            await self._resize(spec.terminal)
         if not self._stream.v5:
             _warn_v4_once()
+
+    async def _started(self) -> None:
+        """Wait for the login (SandboxError when the sandbox never answers)."""
+        if self._login is not None:
+            await asyncio.shield(self._login)
+
+    async def _started_quietly(self) -> bool:
+        try:
+            await self._started()
+        except SandboxError:
+            return False
+        return True
 
     async def _read_pid(self) -> bool:
         assert self._stream is not None
@@ -164,13 +183,13 @@ class KubernetesProcess:
         return self._pid is not None
 
     async def write_stdin(self, data: bytes) -> None:
-        if self._stdin_closed or self._stream is None:
+        if not await self._started_quietly() or self._stdin_closed or self._stream is None:
             return
         if not await self._stream.send(STDIN, data):
             self._stdin_closed = True  # the process is gone; output will say why
 
     async def close_stdin(self) -> None:
-        if self._stdin_closed or self._stream is None:
+        if not await self._started_quietly() or self._stdin_closed or self._stream is None:
             return
         self._stdin_closed = True
         if self._stream.v5 and not self._stream.ws.closed:
@@ -178,6 +197,7 @@ class KubernetesProcess:
                 await self._stream.ws.send_bytes(close_message(STDIN))
 
     async def read_output(self) -> tuple[OutputStream, bytes] | None:
+        await self._started()
         if self._pending:
             return self._pending.pop(0)
         if self._stream is None:
@@ -196,16 +216,20 @@ class KubernetesProcess:
         raise SandboxError(f"the process failed: {status.failure}")
 
     async def resize(self, size: TerminalSize) -> None:
+        if await self._started_quietly():
+            await self._resize(size)
+
+    async def _resize(self, size: TerminalSize) -> None:
         if self._tty and self._stream is not None and not self._stream.ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
                 await self._stream.ws.send_bytes(resize_message(size))
 
     async def signal(self, signal_name: str) -> None:
-        if self._pid is not None:
+        if await self._started_quietly() and self._pid is not None:
             await self._control(_posix.signal_argv(self._pid, signal_name))
 
     async def hangup(self) -> None:
-        if self._pid is None:
+        if not await self._started_quietly() or self._pid is None:
             return
         # As the session's user, who may read its own processes' /proc/PID/fd.
         argv = _posix.hangup_argv(self._pid, self._hangup_grace)
@@ -218,6 +242,10 @@ class KubernetesProcess:
             log.warning("control exec in %s failed: %s", self._target.sandbox_id, error)
 
     async def close(self) -> None:
+        if self._login is not None and not self._login.done():
+            self._login.cancel()
+        elif self._login is not None and not self._login.cancelled():
+            self._login.exception()  # seen: nobody may have waited for a failed login
         if self._stream is not None:
             await self._stream.close()
 
