@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import TypeVar
 
+from ..hooks import SandboxError
 from ._threads import SHARED, SandboxTimeout
 
 T = TypeVar("T")
@@ -357,6 +358,16 @@ async def read_file_in_root(pid: int, path: str, limit: int = MAX_FILE_BYTES) ->
     file), and SandboxTimeout when the sandbox's share of threads is stuck.
     """
     return await _isolated(pid, partial(_read_file, pid, path, limit))
+
+
+async def read_checked_file(pid: int, path: str) -> bytes:
+    """A file the gateway (or dockerd) must parse: empty when missing, SandboxError when unsafe."""
+    try:
+        return await read_file_in_root(pid, path)
+    except (UnsafeSandboxFile, SandboxTimeout) as error:
+        raise SandboxError(f"{error}; the gateway will not read it") from None
+    except OSError:
+        return b""
 
 
 def host_namespace_problem() -> str | None:

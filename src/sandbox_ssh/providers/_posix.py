@@ -122,6 +122,36 @@ MAX_SHORT_OUTPUT = 64 * 1024
 SHORT_TIMEOUT = 15.0
 
 
+class Login:
+    """The login step's first answer, awaited in the background after a start returns.
+
+    Exec-only runtimes start the wrapper, then wait for its PID line; that wait is the
+    sandbox's to end, so it runs outside the start's slot. Everything that needs the PID
+    (or must not reach the process before it: typed-ahead input a terminal would echo
+    first) waits for it here.
+    """
+
+    def __init__(self, log_in: Awaitable[None]) -> None:
+        self._task = asyncio.ensure_future(log_in)
+
+    async def done(self) -> None:
+        """Return once logged in; SandboxError when the sandbox never answered."""
+        await asyncio.shield(self._task)
+
+    async def succeeded(self) -> bool:
+        try:
+            await self.done()
+        except SandboxError:
+            return False
+        return True
+
+    def close(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+        elif not self._task.cancelled():
+            self._task.exception()  # seen: nobody may have waited for a failed login
+
+
 async def read_pid_line(
     receive: Callable[[], Awaitable[Output | None]],
     within: float = PID_LINE_TIMEOUT,

@@ -13,16 +13,15 @@ _ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
 _MAX_READ = 64
 
 
-def _read(path: str) -> str | None:
+def _read(path: str, limit: int = _MAX_READ) -> str | None:
     with contextlib.suppress(OSError), open(path) as file:
-        return file.read(_MAX_READ).strip()
+        return file.read(limit).strip()
     return None
 
 
 def pids_cgroup(pid: int) -> str | None:
     """The directory of ``pid``'s pids cgroup (v1 or v2), or None when there is none."""
-    text = _read_cgroup_file(pid)
-    for line in text.splitlines():
+    for line in (_read(f"/proc/{pid}/cgroup", 1 << 16) or "").splitlines():
         _, controllers, path = [*line.split(":", 2), "", ""][:3]
         if controllers not in ("pids", ""):
             continue
@@ -31,12 +30,6 @@ def pids_cgroup(pid: int) -> str | None:
             if _read(f"{directory}/pids.max") is not None:
                 return directory
     return None
-
-
-def _read_cgroup_file(pid: int) -> str:
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/cgroup") as file:
-        return file.read(1 << 16)
-    return ""
 
 
 def pids_limit_reached(directory: str | None) -> int | None:

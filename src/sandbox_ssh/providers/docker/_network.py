@@ -87,12 +87,7 @@ class DockerNetwork:
         if pid <= 0:
             return  # not running: the exec is refused anyway
         for path in ("/etc/passwd", "/etc/group"):
-            try:
-                await _hostns.read_file_in_root(pid, path)
-            except (_hostns.UnsafeSandboxFile, SandboxTimeout) as error:
-                raise SandboxError(f"{error}; the gateway will not read it") from None
-            except OSError:
-                continue
+            await _hostns.read_checked_file(pid, path)
 
     async def _addresses(self, pid: int, host: str) -> list[str]:
         try:

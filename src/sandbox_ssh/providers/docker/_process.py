@@ -69,7 +69,7 @@ class DockerProcess:
         self._exec: Exec | None = None
         self._stream: Stream | None = None
         self._pid: int | None = None
-        self._pid_read: asyncio.Future[None] | None = None
+        self._login: _posix.Login | None = None
         self._answer_timeout = answer_timeout
         self._before_exec = before_exec
         self._exec_user = "0"
@@ -100,7 +100,7 @@ class DockerProcess:
         except aiodocker.DockerError as error:
             raise engine_error(error, "the sandbox refused the process") from error
         # The PID line is the sandbox's to send: waited for after the start's slot is free.
-        self._pid_read = asyncio.ensure_future(self._read_pid())
+        self._login = _posix.Login(self._read_pid())
 
     async def _read_pid(self) -> None:
         assert self._stream is not None
@@ -114,16 +114,12 @@ class DockerProcess:
 
     async def _started(self) -> None:
         """Wait for the PID line (SandboxError when it never comes)."""
-        if self._pid_read is not None:
+        if self._login is not None:
             with runtime_errors():
-                await asyncio.shield(self._pid_read)
+                await self._login.done()
 
     async def _started_quietly(self) -> bool:
-        try:
-            await self._started()
-        except SandboxError:
-            return False
-        return True
+        return self._login is None or await self._login.succeeded()
 
     async def write_stdin(self, data: bytes) -> None:
         # Held back until the PID line: a terminal would echo typed-ahead input before it.
@@ -210,10 +206,8 @@ class DockerProcess:
         if self._closed:
             return
         self._closed = True
-        if self._pid_read is not None and not self._pid_read.done():
-            self._pid_read.cancel()
-        elif self._pid_read is not None and not self._pid_read.cancelled():
-            self._pid_read.exception()  # seen: nobody may have waited for a failed login
+        if self._login is not None:
+            self._login.close()
         if self._stream is not None:
             with contextlib.suppress(Exception):
                 await self._stream.close()

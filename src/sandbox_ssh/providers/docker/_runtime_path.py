@@ -347,10 +347,4 @@ def _read_json(path: str) -> dict[str, Any]:
 
 
 async def _read_in_sandbox(pid: int, path: str) -> str:
-    """The file's text; empty when it is missing. Anything unsafe refuses the connection."""
-    try:
-        return (await _hostns.read_file_in_root(pid, path)).decode(errors="replace")
-    except (_hostns.UnsafeSandboxFile, SandboxTimeout) as error:
-        raise SandboxError(f"{error}; the gateway will not read it") from None
-    except OSError:
-        return ""
+    return (await _hostns.read_checked_file(pid, path)).decode(errors="replace")

@@ -126,7 +126,7 @@ class KubernetesProcess:
         self._gid = 0
         self._tty = False
         self._stdin_closed = False
-        self._login: asyncio.Future[None] | None = None
+        self._login: _posix.Login | None = None
 
     @property
     def pid(self) -> int | None:
@@ -148,7 +148,7 @@ class KubernetesProcess:
         )
         # The wrapper's PID line is the sandbox's to send: waited for (bounded) after the
         # start's slot is free; stdin waits for the preamble that follows it.
-        self._login = asyncio.ensure_future(self._log_in(spec))
+        self._login = _posix.Login(self._log_in(spec))
 
     async def _log_in(self, spec: ProcessSpec) -> None:
         assert self._stream is not None
@@ -166,14 +166,10 @@ class KubernetesProcess:
     async def _started(self) -> None:
         """Wait for the login (SandboxError when the sandbox never answers)."""
         if self._login is not None:
-            await asyncio.shield(self._login)
+            await self._login.done()
 
     async def _started_quietly(self) -> bool:
-        try:
-            await self._started()
-        except SandboxError:
-            return False
-        return True
+        return self._login is None or await self._login.succeeded()
 
     async def _read_pid(self) -> bool:
         assert self._stream is not None
@@ -242,10 +238,8 @@ class KubernetesProcess:
             log.warning("control exec in %s failed: %s", self._target.sandbox_id, error)
 
     async def close(self) -> None:
-        if self._login is not None and not self._login.done():
-            self._login.cancel()
-        elif self._login is not None and not self._login.cancelled():
-            self._login.exception()  # seen: nobody may have waited for a failed login
+        if self._login is not None:
+            self._login.close()
         if self._stream is not None:
             await self._stream.close()
 
