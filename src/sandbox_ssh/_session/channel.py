@@ -155,6 +155,10 @@ class SessionChannel:
         self._input_paused = False
         self._pending_size: TerminalSize | None = None
         self._resize_running = False
+        # Set while no resize is in flight: stdin waits on it, so a keystroke sent after a
+        # window-change reaches a terminal of the new size, as under sshd.
+        self._resizes_applied = asyncio.Event()
+        self._resizes_applied.set()
         self._task: asyncio.Task[None] | None = None
         self._finished = False
         self._closed = False
@@ -271,6 +275,7 @@ class SessionChannel:
             and len(data) <= _DIRECT_STDIN_MAX
             and not self._stdin
             and not self._stdin_writing
+            and not self._resize_running
         ):
             # Nothing queued or in flight: write now, in this callback (a keystroke's path).
             data = data[process.write_stdin_nowait(data) :]
@@ -296,6 +301,7 @@ class SessionChannel:
         self._pending_size = size
         if not self._resize_running and self._process is not None:
             self._resize_running = True
+            self._resizes_applied.clear()
             self._spawn(self._apply_resizes())
 
     def signal(self, signal_name: str) -> bool:
@@ -462,6 +468,7 @@ class SessionChannel:
                 self._output.resume_input()
             self._stdin_writing = True
             try:
+                await self._resizes_applied.wait()
                 await process.write_stdin(data)
             finally:
                 self._stdin_writing = False
@@ -474,3 +481,4 @@ class SessionChannel:
                     await self._process.resize(size)
         finally:
             self._resize_running = False
+            self._resizes_applied.set()
