@@ -486,6 +486,33 @@ def workload_sftp(bench: Bench, targets: list[Target], size: int, repeats: int) 
         bench.record(f"sftp {direction} MB/s", "MB/s", figures, "higher")
 
 
+def workload_sftp_requests(bench: Bench, targets: list[Target], requests: int) -> None:
+    """Round trips of one small SFTP read at a time (sftp -B 1000 -R 1), the pattern of
+    OpenSSH's regress/sftp.sh, which makes tens of thousands of them."""
+    block = 1000
+    sftp_targets = [t for t in targets if t.sftp_argv is not None]
+    for target in sftp_targets:
+        container = (
+            bench.gateway_container if target.name in GATEWAY_PATHS else bench.sshd_container
+        )
+        docker("exec", container, "sh", "-c", f"head -c {requests * block} /dev/zero >/tmp/small")
+    commands = f"get /tmp/small {bench.workdir}/small-got.bin\n".encode()
+
+    def transfer(target: Target) -> float:
+        assert target.sftp_argv is not None
+        argv = target.sftp_argv()
+        argv[1:1] = ["-B", str(block), "-R", "1"]
+        started = time.perf_counter()
+        subprocess.run(argv, input=commands, check=True, capture_output=True)
+        return time.perf_counter() - started
+
+    durations = interleaved(sftp_targets, 3, transfer)
+    figures: dict[str, float | None] = {
+        name: min(values) * 1000 / requests for name, values in durations.items()
+    }
+    bench.record("sftp small-request round trip ms", "ms", figures, "lower")
+
+
 def workload_forward(bench: Bench, targets: list[Target], size: int, repeats: int) -> None:
     figures: dict[str, float | None] = {}
     for target in targets:
@@ -898,6 +925,7 @@ WORKLOADS = (
     "throughput",
     "cpu",
     "sftp",
+    "sftp-requests",
     "forward",
     "latency",
     "echo",
@@ -943,6 +971,9 @@ def main() -> None:
                 "throughput": lambda: workload_throughput(bench, targets, size, repeats),
                 "cpu": lambda: workload_cpu(bench, targets, size),
                 "sftp": lambda: workload_sftp(bench, targets, size, repeats),
+                "sftp-requests": lambda: workload_sftp_requests(
+                    bench, targets, 1000 if args.quick else 5000
+                ),
                 "forward": lambda: workload_forward(bench, targets, size, repeats),
                 "latency": lambda: workload_latency(bench, targets, 30),
                 "echo": lambda: workload_echo(bench, targets, 50 if args.quick else 200),

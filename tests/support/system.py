@@ -41,6 +41,7 @@ _PACKAGE_FOR = {
     "podman": "podman",
     "kubectl": "kubernetes-client",
     "catatonit": "catatonit",  # podman run --init
+    "nc.openbsd": "netcat-openbsd",  # the netcat of OpenSSH's regress scripts
 }
 
 # Where the suite's own Podman API service listens (podman system service).
