@@ -22,6 +22,7 @@ from . import __version__
 from ._cli.options import SERVE_SETTINGS, default_host_key_path
 from ._cli.settings import load_defaults, render
 from ._logs import configure as configure_logging
+from ._session.environment import parse_set_env
 from ._session.forwarding import ForwardingKind
 from ._ssh.hostkey import HostKeyError, load_or_create_host_key
 from .audit import AuditLog
@@ -199,6 +200,7 @@ def _build(
         ensure_timeout=options.ensure_timeout,
         user_fallback_root=options.user_fallback == "root",
         accept_env=tuple(options.accept_env) or None,
+        set_env=parse_set_env(options.set_env),
         reuse_port=True,  # a new instance can take over the port while this one drains
         extra_host_key_paths=tuple(host_keys[1:]),
         auth=options.auth,

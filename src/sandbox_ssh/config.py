@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._session.audit import AuditSink
 from ._session.channel import SubsystemConfig
+from ._session.environment import parse_set_env
 from ._session.forwarding import ForwardingKind, ForwardingPolicy
 from ._session.recording import RecordingPolicy
 from ._session.resolve import DEFAULT_SESSION_ID_PATTERN
@@ -55,6 +56,8 @@ class Config:
     user_fallback_root: bool = False
     # Client env variables accepted (shell-style patterns, like sshd's AcceptEnv); None: all.
     accept_env: tuple[str, ...] | None = None
+    # Variables every process gets, over the client's, like sshd's SetEnv.
+    set_env: Mapping[str, str] = field(default_factory=dict)
     # Let several processes listen on the same port (SO_REUSEPORT), as `serve --workers` does.
     reuse_port: bool = False
     # "none" (the username alone, loopback only) or "publickey"; None picks "none" on
@@ -217,6 +220,15 @@ def check_algorithms(config: Config) -> None:
             algorithms.check_algorithms(kind, tuple(names))
         except ValueError as error:
             raise ConfigError(str(error)) from None
+
+
+def check_set_env(config: Config) -> None:
+    """Raise ConfigError for a set_env entry sshd's SetEnv would refuse, or one the sandbox's
+    passwd entry decides."""
+    try:
+        parse_set_env([f"{name}={value}" for name, value in config.set_env.items()])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def recording_policy(config: Config) -> RecordingPolicy | None:

@@ -17,6 +17,7 @@ from ._memory import HeapTrimmer
 from ._metrics import Metrics
 from ._session.audit import NoAudit
 from ._session.ensure import EnsureCoordinator
+from ._session.environment import EnvironmentPolicy
 from ._session.forwarding import ForwardingKind
 from ._session.keys import KeySources
 from ._session.resolve import Hooks
@@ -30,6 +31,7 @@ from .config import (
     Config,
     auth_mode,
     check_algorithms,
+    check_set_env,
     format_address,
     forwarding_policy,
     is_loopback,
@@ -78,7 +80,7 @@ class Server:
             spawn=self._spawn,
             forwarding_policy=forwarding_policy(config),
             subsystems=subsystem_config(config),
-            accept_env=config.accept_env,
+            environment=EnvironmentPolicy(config.accept_env, dict(config.set_env)),
             key_sources=KeySources(
                 admin_keys=config.admin_keys_path,
                 directory=config.authorized_keys_dir,
@@ -132,6 +134,7 @@ class Server:
         host, port = parse_address(self.config.address)
         self._state.auth_mode = auth_mode(self.config)
         check_algorithms(self.config)
+        check_set_env(self.config)
         if self._state.auth_mode == "none" and not is_loopback(self.config.address):
             log.warning(
                 "authentication is OFF on %s (--insecure-allow-no-auth): anyone who "

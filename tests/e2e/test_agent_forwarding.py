@@ -293,3 +293,14 @@ def test_a_crashed_gateway_leaves_at_most_a_stale_socket(
     reached = _in_sandbox(dev_sandbox, "dev", path)
     assert reached.returncode == 2
     assert "Connection refused" in reached.stderr
+
+
+def test_regression_second_agent_connection_to_a_sandbox_hung(
+    gateway: Gateway, agent: Agent, dev_sandbox: Container
+) -> None:
+    # OpenSSH's regress/agent.sh: each new ssh -A to the same sandbox must reach the agent,
+    # not only the first (the second's ssh-add -l once hung on a socket that answered nothing).
+    for _ in range(3):
+        result = _ssh(gateway, agent, dev_sandbox, "ssh-add -l")
+        assert result.returncode == 0, result.stderr
+        assert agent.fingerprint in result.stdout

@@ -415,6 +415,24 @@ def test_weak_algorithms_are_refused(ssh: SSHClient, containers: Containers) -> 
         assert b"no matching" in result.stderr or b"Unable to negotiate" in result.stderr, option
 
 
+@pytest.mark.parametrize(
+    "kex", ["sntrup761x25519-sha512@openssh.com", "sntrup761x25519-sha512", "default"]
+)
+def test_regression_sntrup761_was_not_offered(
+    ssh: SSHClient, containers: Containers, kex: str
+) -> None:
+    # OpenSSH regress/kextype.sh: OpenSSH 9's default key exchange fell back to curve25519.
+    # A wrong KEM would fail here: both sides must derive the same secret.
+    sandbox = containers.start()
+    options = ["-v"] + ([] if kex == "default" else ["-o", f"KexAlgorithms={kex}"])
+    result = ssh.run(sandbox.session_id, "echo agreed", options=options)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"agreed\n"
+    # Debian 12's OpenSSH 9.2 has no ML-KEM, and puts sntrup761x25519-sha512 first.
+    expected = "sntrup761x25519-sha512" if kex == "default" else kex
+    assert f"kex: algorithm: {expected}".encode() in result.stderr
+
+
 def test_group_readable_host_key_is_refused(tmp_path: Path) -> None:
     key = keygen(tmp_path / "host_key")
     key.chmod(0o640)

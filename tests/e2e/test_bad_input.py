@@ -97,6 +97,49 @@ def test_garbage_before_the_banner(target: Target) -> None:
     target.still_serves()
 
 
+def _answer_to_identification(target: Target, line: bytes) -> list[bytes]:
+    with target.raw() as conn:
+        conn.sendall(line)
+        data = b""
+        while chunk := conn.recv(4096):
+            data += chunk
+    return data.split(b"\r\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"\n", b"Invalid SSH identification string."),  # OpenSSH regress/multiplex.sh
+        (b"GET / HTTP/1.1\r\n", b"Invalid SSH identification string."),
+        (b"SSH-2.0-" + b"x" * 9000, b"Invalid SSH identification string."),  # over-long
+        (b"SSH-1.5-HALLO\n", b"Protocol major versions differ."),  # regress/proto-mismatch.sh
+        (b"SSH-3.0-future\r\n", b"Protocol major versions differ."),
+    ],
+)
+def test_regression_a_refused_identification_string_got_no_reason(
+    target: Target, line: bytes, reason: bytes
+) -> None:
+    # sshd writes why it refuses a client's version line before it closes; the gateway
+    # closed without a word.
+    answer = _answer_to_identification(target, line)
+    assert answer[0].startswith(b"SSH-2.0-sandbox-ssh")
+    assert answer[1:] == [reason, b""]
+    target.still_serves()
+
+
+def test_regression_a_client_that_half_closes_at_once_got_no_version(target: Target) -> None:
+    # OpenSSH regress/proto-version.sh (`printf '' | sshd -i`): sshd writes its version line
+    # whatever the client does; the gateway's first write waited for a turn of the loop, and
+    # the client's EOF closed the connection first.
+    with target.raw() as conn:
+        conn.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := conn.recv(4096):
+            data += chunk
+    assert data.startswith(b"SSH-2.0-sandbox-ssh")
+    target.still_serves()
+
+
 def test_client_that_never_finishes_key_exchange(target: Target) -> None:
     with target.raw() as conn:
         conn.sendall(b"SSH-2.0-stalled\r\n")

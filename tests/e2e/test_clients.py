@@ -317,5 +317,6 @@ def test_ssh_audit_finds_nothing_to_fail(keyed: Keyed) -> None:
     result = run([audit, "-n", "-p", keyed.port, "127.0.0.1"])
     report = result.stdout.decode()
     assert "(kex) mlkem768x25519-sha256" in report
+    assert report.index("(kex) mlkem768x25519-sha256") < report.index("(kex) sntrup761x25519")
     assert [line for line in report.splitlines() if "[fail]" in line] == []
     assert "ecdh-sha2-nistp" not in report

@@ -340,6 +340,37 @@ def test_cancel_remote_forward(ssh: SSHClient, sandbox: Container, tmp_path: Pat
         ssh.run(sandbox.session_id, options=[*control, "-O", "exit"])
 
 
+def test_regression_a_remote_forward_was_not_bound_when_the_next_channel_came(
+    ssh: SSHClient, sandbox: Container, tmp_path: Path
+) -> None:
+    # OpenSSH regress/forwarding.sh: `ssh -f -N -M -R B:... -L A:127.0.0.1:B` backgrounds
+    # before the -R replies, and a connection to A at once dials B in the sandbox. sshd
+    # binds B before it reads the channel open; the gateway bound it later.
+    control = ["-o", f"ControlPath={tmp_path / 'ctl'}"]
+    local_port, remote_port = free_port(), free_port()
+    with one_shot_server(b"through both forwards\n") as origin:
+        up = ssh.run(
+            sandbox.session_id,
+            options=[
+                *control,
+                "-f",
+                "-N",
+                "-o",
+                "ControlMaster=yes",
+                "-R",
+                f"{remote_port}:127.0.0.1:{origin}",
+                "-L",
+                f"{local_port}:127.0.0.1:{remote_port}",
+            ],
+        )
+        assert up.returncode == 0, up.stderr
+        try:
+            with socket.create_connection(("127.0.0.1", local_port), timeout=10) as conn:
+                assert conn.makefile("rb").readline() == b"through both forwards\n"
+        finally:
+            ssh.run(sandbox.session_id, options=[*control, "-O", "exit"])
+
+
 def test_remote_unix_socket_forward(ssh: SSHClient, containers: Containers) -> None:
     sandbox = containers.start(user="dev")
     with one_shot_server(b"via socket\n") as local_port:

@@ -11,6 +11,8 @@ import asyncssh
 import asyncssh.channel
 import asyncssh.connection
 import asyncssh.encryption
+import asyncssh.kex
+import asyncssh.kex_dh
 import asyncssh.packet
 import pytest
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE, MSG_KEXINIT
@@ -75,6 +77,9 @@ def test_the_internals_used_still_exist() -> None:
     assert callable(connection._send)  # coalesce_writes
     assert "self._send(packet + mac)" in inspect.getsource(connection.send_packet)
     assert "self._transport" in inspect.getsource(connection._send)
+    assert "self._send_encryption: Optional[Encryption] = None" in inspect.getsource(
+        connection.__init__
+    )
     assert "ChachaCipher(key)" in inspect.getsource(asyncssh.encryption.ChachaEncryption.new)
     assert list(inspect.signature(asyncssh.channel.SSHChannel._report_response).parameters) == [
         "self",
@@ -97,6 +102,37 @@ def test_the_internals_used_still_exist() -> None:
         "msg",
         "signature",
     ]
+    # explain_refused_identification: the receive handler starts as _recv_version, which
+    # reads the client's line from _inpbuf and force-closes on one it refuses.
+    assert "self._recv_handler = self._recv_version" in inspect.getsource(connection.__init__)
+    receive_version = inspect.getsource(connection._recv_version)
+    assert "self._inpbuf" in receive_version and "self._force_close(" in receive_version
+    assert "b'SSH-2.0-'" in receive_version and "b'SSH-1.99-'" in receive_version
+    assert asyncssh.connection._MAX_BANNER_LINE_LEN == 8192
+    assert asyncssh.connection._MAX_VERSION_LINE_LEN == 255
+    # offer_sntrup761: asyncssh's hybrid key exchange takes the KEM class and its name, and
+    # registers sntrup761 this way itself when it has liboqs.
+    kex_dh_source = inspect.getsource(asyncssh.kex_dh)
+    assert "(SNTRUP, b'sntrup761', Curve25519DH)" in kex_dh_source
+    assert "class _KexHybridECDH(" in kex_dh_source
+    assert list(inspect.signature(asyncssh.kex.register_kex_alg).parameters) == [
+        "alg",
+        "handler",
+        "hash_alg",
+        "args",
+        "default",
+    ]
+    # answered_in_order: global requests wait in _global_request_queue until
+    # _report_global_response pops them, which it does through self.
+    assert "self._global_request_queue.append(" in inspect.getsource(
+        connection._process_global_request
+    )
+    assert "self._global_request_queue.pop(0)" in inspect.getsource(
+        connection._report_global_response
+    )
+    assert "self._report_global_response(" in inspect.getsource(
+        connection._service_next_global_request
+    )
     # replace_agent_listener / open_agent_channel: the session channel awaits the
     # connection's create_agent_listener for auth-agent-req (replying once it is done, so
     # the shell or exec request after it waits), and create_agent_channel makes the

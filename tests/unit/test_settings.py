@@ -86,6 +86,14 @@ def test_check_config_redacts_credentials(tmp_path: Path) -> None:
     assert "s3cret" not in result.output and "abc123" not in result.output
 
 
+def test_check_config_redacts_set_env_values(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('set-env = ["API_TOKEN=s3cret", "LANG=C.UTF-8"]\n')
+    result = check_config("--config", str(config))
+    assert effective(result)["set-env"] == '["API_TOKEN=***", "LANG=***"]'
+    assert "s3cret" not in result.output
+
+
 def test_lists_are_comma_separated_in_the_environment() -> None:
     env = {"SANDBOX_SSH_ACCEPT_ENV": "LANG, LC_*", "SANDBOX_SSH_COMPRESSION": "yes"}
     values = effective(check_config(env=env))

@@ -8,6 +8,7 @@ from typing import Any
 import click
 import platformdirs
 
+from .._session.environment import parse_set_env
 from .._session.forwarding import ForwardingKind
 from .._session.resolve import DEFAULT_SESSION_ID_PATTERN
 from ..config import parse_address, parse_duration, parse_size
@@ -45,6 +46,14 @@ def _size(ctx: click.Context, param: click.Parameter, value: Any) -> int | None:
         return parse_size(str(value))
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
+
+
+def _set_env(ctx: click.Context, param: click.Parameter, value: Any) -> tuple[str, ...]:
+    try:
+        parse_set_env(list(value or ()))
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return tuple(value or ())
 
 
 def _address(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -174,6 +183,15 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
         multiple=True,
         metavar="PATTERN",
         default_text="accept all",
+    ),
+    Setting(
+        "set-env",
+        "Set NAME=VALUE in every process's environment (repeatable), over what the client "
+        "sends, like sshd's SetEnv; the first value given for a name wins.",
+        multiple=True,
+        metavar="NAME=VALUE",
+        callback=_set_env,
+        hidden_value=True,  # values may be credentials: --check-config prints NAME=***
     ),
     Setting(
         "idle-stop",

@@ -161,9 +161,12 @@ def load_defaults(
 
 
 def redact(setting: Setting, value: Any) -> Any:
-    """A value fit to print: credentials in URLs replaced by '***'."""
+    """A value fit to print: credentials in URLs, and the values of NAME=VALUE items,
+    replaced by '***'."""
     if not setting.hidden_value or value in (None, "", ()):
         return value
+    if isinstance(value, (list, tuple)):
+        return [str(item).partition("=")[0] + "=***" for item in value]
     parsed = urllib.parse.urlsplit(str(value))
     netloc = parsed.netloc
     if "@" in netloc:

@@ -30,7 +30,7 @@ from ..hooks import (
 from . import login
 from .agent import AgentForwarding
 from .audit import ConnectionAudit, NoAudit
-from .environment import Endpoints, accepts, build_environment
+from .environment import Endpoints, EnvironmentPolicy, accepts, build_environment
 from .forwarding import Forwarding
 from .recording import Recorder, RecordingPolicy
 from .resolve import ResolvedConnection, one_line
@@ -112,7 +112,7 @@ class SessionChannel:
         *,
         subsystems: SubsystemConfig | None = None,
         subsystem_cache: dict[str, str] | None = None,
-        accept_env: tuple[str, ...] | None = None,
+        environment: EnvironmentPolicy | None = None,
         audit: ConnectionAudit | None = None,
         starts: StartScheduler | None = None,
         metrics: Metrics | None = None,
@@ -131,7 +131,7 @@ class SessionChannel:
         self._subsystems = subsystems or SubsystemConfig()
         self._subsystem_cache = subsystem_cache if subsystem_cache is not None else {}
         self._subsystem_argv: list[str] = []
-        self._accept_env = accept_env
+        self._environment = environment or EnvironmentPolicy()
         self._audit = audit or ConnectionAudit(NoAudit(), "-")
         self._starts = starts or StartScheduler()
         self._metrics = metrics or Metrics()
@@ -173,7 +173,7 @@ class SessionChannel:
 
     def set_env(self, name: str, value: str) -> None:
         # Like sshd, a variable that is not accepted is dropped without a word.
-        if not accepts(name, self._accept_env):
+        if not accepts(name, self._environment.accept):
             return
         size = len(name) + len(value)
         if name not in self._client_env and (
@@ -415,6 +415,7 @@ class SessionChannel:
             self._endpoints,
             term=self._pty.term if self._pty else None,
             agent_socket=agent_socket,
+            forced=self._environment.forced,
         )
         argv = login.login_argv(
             mode,

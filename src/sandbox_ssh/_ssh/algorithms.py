@@ -7,13 +7,16 @@ stays available through the --kex-algorithms, --ciphers and --macs options.
 
 from asyncssh.kex import get_kex_algs
 
+from .internals import offer_sntrup761
+
+offer_sntrup761()
 _SUPPORTED_KEX = {name.decode() for name in get_kex_algs()}
 
 KEX_ALGS = tuple(
     name
     for name in (
         # ML-KEM-768 with X25519 (OpenSSH 10's default), then Streamlined NTRU Prime with
-        # X25519 (OpenSSH 9's) where this asyncssh implements it, then X25519 alone.
+        # X25519 (OpenSSH 9's; from pqcrypto unless asyncssh has liboqs), then X25519 alone.
         "mlkem768x25519-sha256",
         "sntrup761x25519-sha512",
         "sntrup761x25519-sha512@openssh.com",

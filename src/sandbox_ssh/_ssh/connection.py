@@ -17,7 +17,7 @@ from .._metrics import Metrics
 from .._session.agent import AgentForwarding
 from .._session.audit import AuditSink, ConnectionAudit, NoAudit
 from .._session.channel import SessionChannel, SubsystemConfig
-from .._session.environment import Endpoints
+from .._session.environment import Endpoints, EnvironmentPolicy
 from .._session.forwarding import Forwarding, ForwardingPolicy
 from .._session.keys import KeySources, collect_authorized_keys
 from .._session.recording import RecordingPolicy
@@ -35,7 +35,13 @@ from ..tracking import InMemoryConnectionTracker
 from . import forwarding
 from .agent import serve_agent
 from .auth import limit_auth_attempts, parse_authorized_keys
-from .internals import coalesce_writes, follow_rfc_kex_guess, skip_cbc_ignore_padding
+from .internals import (
+    answered_in_order,
+    coalesce_writes,
+    explain_refused_identification,
+    follow_rfc_kex_guess,
+    skip_cbc_ignore_padding,
+)
 from .limits import SourceGuard
 from .session import SSHChannelAdapter
 from .traffic import TrafficCounter
@@ -55,7 +61,7 @@ class GatewayState:
     spawn: Spawn
     forwarding_policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
     subsystems: SubsystemConfig = field(default_factory=SubsystemConfig)
-    accept_env: tuple[str, ...] | None = None
+    environment: EnvironmentPolicy = field(default_factory=EnvironmentPolicy)
     auth_mode: str = "none"
     key_sources: KeySources = field(default_factory=KeySources)
     max_sessions: int = 10
@@ -126,6 +132,8 @@ class GatewayConnection(asyncssh.SSHServer):
         skip_cbc_ignore_padding(conn)
         coalesce_writes(conn)
         follow_rfc_kex_guess(conn)
+        explain_refused_identification(conn)
+        self._global_requests_answered = answered_in_order(conn)
         self._peer = _address(conn.get_extra_info("peername"))
         self._local = _address(conn.get_extra_info("sockname"))
         self._audit.context["remote"] = f"{self._peer[0]}:{self._peer[1]}"
@@ -352,7 +360,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 self._state.spawn,
                 subsystems=self._state.subsystems,
                 subsystem_cache=self._subsystem_cache,
-                accept_env=self._state.accept_env,
+                environment=self._state.environment,
                 audit=self._audit,
                 starts=self._state.starts,
                 metrics=self._state.metrics,
@@ -371,12 +379,16 @@ class GatewayConnection(asyncssh.SSHServer):
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
-        return forwarding.open_direct_tcp(self._require_forwarding(), dest_host, dest_port)
+        return forwarding.open_direct_tcp(
+            self._require_forwarding(), dest_host, dest_port, self._global_requests_answered()
+        )
 
     def unix_connection_requested(
         self, dest_path: str
     ) -> Awaitable[asyncssh.SSHUNIXSession[bytes]]:
-        return forwarding.open_direct_unix(self._require_forwarding(), dest_path)
+        return forwarding.open_direct_unix(
+            self._require_forwarding(), dest_path, self._global_requests_answered()
+        )
 
     def server_requested(
         self, listen_host: str, listen_port: int

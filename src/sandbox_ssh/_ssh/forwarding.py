@@ -48,8 +48,14 @@ async def _bridge(sock: socket.socket, release: Callable[[], None]) -> Any:
 
 
 async def _open_direct(
-    forwarding: Forwarding, what: str, connect: Callable[[], Awaitable[socket.socket]]
+    forwarding: Forwarding,
+    what: str,
+    connect: Callable[[], Awaitable[socket.socket]],
+    earlier_requests: Awaitable[None],
 ) -> Any:
+    # As under sshd, a forward requested before this channel is bound before it is dialled:
+    # `ssh -f -N -R B:... -L A:localhost:B` then a connection to A finds B listening.
+    await earlier_requests
     try:
         release = forwarding.take_share()
     except ForwardingRefused as refusal:
@@ -68,16 +74,20 @@ async def _open_direct(
 
 
 async def open_direct_tcp(
-    forwarding: Forwarding, host: str, port: int
+    forwarding: Forwarding, host: str, port: int, earlier_requests: Awaitable[None]
 ) -> asyncssh.SSHTCPSession[bytes]:
     what = f"direct-tcpip to {host}:{port}"
-    channel = await _open_direct(forwarding, what, lambda: forwarding.connect_tcp(host, port))
+    connect = lambda: forwarding.connect_tcp(host, port)  # noqa: E731
+    channel = await _open_direct(forwarding, what, connect, earlier_requests)
     return cast(asyncssh.SSHTCPSession[bytes], channel)
 
 
-async def open_direct_unix(forwarding: Forwarding, path: str) -> asyncssh.SSHUNIXSession[bytes]:
+async def open_direct_unix(
+    forwarding: Forwarding, path: str, earlier_requests: Awaitable[None]
+) -> asyncssh.SSHUNIXSession[bytes]:
     what = f"direct-streamlocal to {path}"
-    channel = await _open_direct(forwarding, what, lambda: forwarding.connect_unix(path))
+    connect = lambda: forwarding.connect_unix(path)  # noqa: E731
+    channel = await _open_direct(forwarding, what, connect, earlier_requests)
     return cast(asyncssh.SSHUNIXSession[bytes], channel)
 
 

@@ -13,7 +13,8 @@ asyncssh, so an upgrade that changes one fails there, not in production.
   is made, one system call per 32 KiB packet of bulk data. Packets made in one
   turn of the event loop are written together here (``writelines``, one
   ``writev``), before anything else the loop runs, so the order and the
-  latency of single packets are unchanged.
+  latency of single packets are unchanged. Until encryption starts
+  (``_send_encryption``) each write goes out at once.
 * ``asyncssh.encryption.ChachaCipher``: replaced by ``chacha.FastChachaCipher``
   (fewer cipher objects and copies per packet; same bytes on the wire).
 * ``SSHServerConnection.validate_public_key``: every publickey attempt passes
@@ -31,6 +32,16 @@ asyncssh, so an upgrade that changes one fails there, not in production.
   (which guesses curve25519) follows the RFC and sends its packet again, and asyncssh
   drops the connection ("Key exchange not in progress"). Reproduction:
   docs/upstream/asyncssh-kex-guess.md.
+* ``SSHConnection._recv_handler`` (``_recv_version`` until the client's version line is
+  accepted) and ``_inpbuf``: asyncssh closes on an identification string it refuses
+  without a word; sshd writes why first (identification.py).
+* ``SSHConnection._global_request_queue`` and ``_report_global_response``: asyncssh answers
+  global requests one at a time, and a channel opened after a ``tcpip-forward`` may be
+  handled before that forward is bound; sshd handles both in order. The queue holds the
+  requests not yet answered.
+* ``asyncssh.kex.register_kex_alg`` and ``asyncssh.kex_dh._KexHybridECDH``: asyncssh has
+  sntrup761x25519-sha512 only with liboqs; it is registered with pqcrypto's KEM instead
+  (sntrup.py), through asyncssh's own hybrid key exchange.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ import asyncssh.encryption
 from asyncssh.constants import MSG_IGNORE, MSG_KEXINIT
 from asyncssh.packet import SSHPacket
 
+from . import identification
 from .chacha import FastChachaCipher
 
 _EMPTY_STRING = b"\x00\x00\x00\x00"
@@ -101,6 +113,11 @@ def coalesce_writes(conn: asyncssh.SSHServerConnection) -> None:
     def send(data: bytes) -> None:
         transport = conn._transport
         if transport is None:
+            return
+        if conn._send_encryption is None:
+            # The version line and key exchange, written at once as sshd does: a client that
+            # half-closes at once (a probe, `printf '' | ssh ...`) still reads the version.
+            transport.write(data)
             return
         if not pending:
             target[0] = transport
@@ -171,6 +188,73 @@ def follow_rfc_kex_guess(conn: asyncssh.SSHServerConnection) -> None:
 
     handlers[MSG_KEXINIT] = process
     conn._packet_handlers = handlers
+
+
+def explain_refused_identification(conn: asyncssh.SSHServerConnection) -> None:
+    """Before asyncssh refuses the client's identification string, write sshd's reason."""
+    receive_version: Callable[[], bool] = conn._recv_version
+
+    def receive() -> bool:
+        reason = identification.refusal(bytes(conn._inpbuf))
+        transport = conn._transport
+        if reason is not None and transport is not None:
+            transport.write(reason.encode() + b"\r\n")
+        return receive_version()
+
+    conn._recv_handler = receive
+
+
+def offer_sntrup761() -> None:
+    """Register sntrup761x25519-sha512 (and its @openssh.com name) with pqcrypto's KEM, when
+    asyncssh found no liboqs and pqcrypto is installed. Idempotent."""
+    import hashlib
+
+    import asyncssh.crypto
+    import asyncssh.kex
+    import asyncssh.kex_dh
+
+    names = (b"sntrup761x25519-sha512", b"sntrup761x25519-sha512@openssh.com")
+    if asyncssh.crypto.sntrup_available or names[0] in asyncssh.kex.get_kex_algs():
+        return
+    try:
+        from .sntrup import Sntrup761
+    except ImportError:
+        return
+    for name in names:
+        asyncssh.kex.register_kex_alg(
+            name,
+            asyncssh.kex_dh._KexHybridECDH,
+            hashlib.sha512,
+            (Sntrup761, b"sntrup761", asyncssh.crypto.Curve25519DH),
+            True,
+        )
+
+
+def answered_in_order(conn: asyncssh.SSHServerConnection) -> Callable[[], Awaitable[None]]:
+    """Returns ``earlier()``: called when a channel open is handled, an awaitable that
+    completes once every global request received before it has been answered."""
+    answered = asyncio.Event()
+    report = conn._report_global_response
+
+    def report_and_wake(result: bool | bytes) -> None:
+        report(result)
+        answered.set()
+
+    conn._report_global_response = report_and_wake  # type: ignore[method-assign]
+
+    def earlier() -> Awaitable[None]:
+        pending = list(conn._global_request_queue)
+
+        async def wait() -> None:
+            while any(
+                request is queued for request in pending for queued in conn._global_request_queue
+            ):
+                answered.clear()
+                await answered.wait()
+
+        return wait()
+
+    return earlier
 
 
 def replace_agent_listener(

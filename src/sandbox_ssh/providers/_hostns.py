@@ -370,6 +370,17 @@ async def read_checked_file(pid: int, path: str) -> bytes:
         return b""
 
 
+def process_start_time(pid: int) -> str | None:
+    """Field 22 of the host's /proc/PID/stat: tells a restarted container's new init from the
+    old one that had the same PID. The kernel writes the file; the name field, which the
+    process chooses, is skipped (after its last ')')."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read(4096).rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+
+
 def host_namespace_problem() -> str | None:
     """Why this process cannot enter other processes' namespaces, or None when it can."""
     if platform.system() != "Linux":

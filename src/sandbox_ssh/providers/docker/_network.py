@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import secrets
@@ -17,6 +18,7 @@ from .._threads import SandboxTimeout
 from ._client import runtime_errors
 
 _LOCALHOST = ("127.0.0.1", "::1")
+_INIT_PID_CACHE = 4096
 
 
 def _family(address: str) -> int:
@@ -46,6 +48,9 @@ class DockerNetwork:
         self._docker = docker
         self._is_local = is_local
         self._problem: str | bool | None = False  # False: not checked yet
+        # Container ID -> (init PID, its start time): a forward or a start then skips the
+        # engine round trip while that init lives (checked in /proc, not trusted blindly).
+        self._init_pids: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
 
     def forwarding_problem(self) -> str | None:
         if self._problem is False:
@@ -63,11 +68,26 @@ class DockerNetwork:
         problem = self.forwarding_problem()
         if problem:
             raise SandboxError(problem)
-        with runtime_errors():
-            info = await self._docker().containers.container(sandbox.id).show()
-        pid = int((info.get("State") or {}).get("Pid") or 0)
+        pid = await self._init_pid(sandbox.id)
         if pid <= 0:
             raise SandboxError("the sandbox is not running")
+        return pid
+
+    async def _init_pid(self, container_id: str) -> int:
+        """The container's init PID on this host, 0 when it is not running."""
+        cached = self._init_pids.get(container_id)
+        if cached is not None and _hostns.process_start_time(cached[0]) == cached[1]:
+            self._init_pids.move_to_end(container_id)
+            return cached[0]
+        with runtime_errors():
+            info = await self._docker().containers.container(container_id).show()
+        pid = int((info.get("State") or {}).get("Pid") or 0)
+        started = _hostns.process_start_time(pid) if pid > 0 else None
+        if started is not None:
+            self._init_pids[container_id] = (pid, started)
+            self._init_pids.move_to_end(container_id)
+            while len(self._init_pids) > _INIT_PID_CACHE:
+                self._init_pids.popitem(last=False)
         return pid
 
     async def check_account_files(self, container_id: str) -> None:
@@ -81,9 +101,7 @@ class DockerNetwork:
         """
         if self.forwarding_problem():
             return
-        with runtime_errors():
-            info = await self._docker().containers.container(container_id).show()
-        pid = int((info.get("State") or {}).get("Pid") or 0)
+        pid = await self._init_pid(container_id)
         if pid <= 0:
             return  # not running: the exec is refused anyway
         for path in ("/etc/passwd", "/etc/group"):

@@ -69,15 +69,6 @@ def _root_candidates(name: str, runtime_args: list[str]) -> list[str]:
     return list(dict.fromkeys(candidates))
 
 
-def _start_time(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat: tells a restarted container's new init from the old."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 @dataclass(frozen=True)
 class _Context:
     """What starting a process in one running container needs, fixed until it restarts."""
@@ -92,7 +83,7 @@ class _Context:
     pids_cgroup: str | None = None
 
     def still_running(self) -> bool:
-        return _start_time(self.init_pid) == self.init_started
+        return _hostns.process_start_time(self.init_pid) == self.init_started
 
 
 @dataclass
@@ -199,7 +190,7 @@ class RuntimePath:
                 f"the runtime's state of {container_id[:12]} disagrees with Docker's "
                 "(is the gateway in the host's PID namespace?)"
             )
-        started = _start_time(init_pid)
+        started = _hostns.process_start_time(init_pid)
         if started is None:
             raise RuntimeUnavailable(
                 "the sandbox's processes are not visible here "
