@@ -134,6 +134,10 @@ class Bench:
 
     # --- set-up -------------------------------------------------------------------------
 
+    def container_of(self, target: Target) -> str:
+        """The container a target's processes run in."""
+        return self.gateway_container if target.name in GATEWAY_PATHS else self.sshd_container
+
     def sandbox(self, session_id: str) -> str:
         container = docker(
             "run",
@@ -462,9 +466,7 @@ def workload_sftp(bench: Bench, targets: list[Target], size: int, repeats: int) 
         handle.truncate(size)
     sftp_targets = [t for t in targets if t.sftp_argv is not None]
     for target in sftp_targets:
-        container = (
-            bench.gateway_container if target.name in GATEWAY_PATHS else bench.sshd_container
-        )
+        container = bench.container_of(target)
         docker("exec", container, "sh", "-c", f"head -c {size} /dev/zero > /tmp/sftp-get.bin")
     for direction, commands in (
         ("get", f"get /tmp/sftp-get.bin {bench.workdir}/sftp-got.bin\n"),
@@ -492,9 +494,7 @@ def workload_sftp_requests(bench: Bench, targets: list[Target], requests: int) -
     block = 1000
     sftp_targets = [t for t in targets if t.sftp_argv is not None]
     for target in sftp_targets:
-        container = (
-            bench.gateway_container if target.name in GATEWAY_PATHS else bench.sshd_container
-        )
+        container = bench.container_of(target)
         docker("exec", container, "sh", "-c", f"head -c {requests * block} /dev/zero >/tmp/small")
     commands = f"get /tmp/small {bench.workdir}/small-got.bin\n".encode()
 
@@ -518,9 +518,7 @@ def workload_forward(bench: Bench, targets: list[Target], size: int, repeats: in
     for target in targets:
         if target.sftp_argv is None:
             continue
-        container = (
-            bench.gateway_container if target.name in GATEWAY_PATHS else bench.sshd_container
-        )
+        container = bench.container_of(target)
         subprocess.Popen(
             [
                 "docker",

@@ -16,7 +16,8 @@ import pytest
 
 from ..support.containers import Containers
 from ..support.gateway import CliGateway
-from ..support.openssh_regress import SCRIPTS, RegressHarness, free_port
+from ..support.netclient import free_port
+from ..support.openssh_regress import SCRIPTS, RegressHarness
 
 APPLICABLE = [
     "connect",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -124,12 +123,6 @@ def _client_query(what: str) -> list[str]:
     return subprocess.run(
         ["ssh", "-Q", what], capture_output=True, text=True, check=True
     ).stdout.split()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
