@@ -127,6 +127,7 @@ class Bench:
     image: str
     workdir: Path
     gateway_workers: int = 1
+    gateway_args: list[str] = field(default_factory=list)  # more `serve` options, as given
     results: dict[str, dict[str, object]] = field(default_factory=dict)
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = field(default_factory=dict)
     containers: list[str] = field(default_factory=list)
@@ -183,6 +184,7 @@ class Bench:
         ]
         if workers > 1:
             argv += ["--workers", str(workers)]
+        argv += self.gateway_args
         process = subprocess.Popen(argv, stdout=log, stderr=log)
         self.processes.append(process)
         if not wait_listening(port, 30, alive=lambda: process.poll() is None):
@@ -945,6 +947,13 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     parser.add_argument(
+        "--gateway-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="pass ARG on to the gateways' `serve` (repeatable), e.g. --gateway-arg=--flag",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         choices=WORKLOADS,
@@ -957,7 +966,9 @@ def main() -> None:
     size = 64 * MB if args.quick else 1024 * MB
     repeats = 1 if args.quick else 3
     with tempfile.TemporaryDirectory(prefix="sandbox-ssh-bench-") as workdir:
-        bench = Bench(quick=args.quick, image=image, workdir=Path(workdir))
+        bench = Bench(
+            quick=args.quick, image=image, workdir=Path(workdir), gateway_args=args.gateway_arg
+        )
         try:
             targets = bench.targets()
             info = machine()

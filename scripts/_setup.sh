@@ -17,13 +17,17 @@ install_system_packages() {
     fi
 }
 
+# The project, editable, with its dependencies at the exact versions and hashes of a lock file
+# (scripts/lock.sh): requirements/test.lock for "[test]", runtime.lock otherwise.
 install_python_package() {
-    local extras="$1"
+    local extras="$1" lock="$REPO_ROOT/requirements/runtime.lock"
+    [[ "$extras" == *test* ]] && lock="$REPO_ROOT/requirements/test.lock"
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e "$REPO_ROOT$extras"
+    "$VENV/bin/python" -m pip install -q --require-hashes -r "$lock"
+    "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO_ROOT$extras"
 }
 
 start_dockerd() {

@@ -24,7 +24,12 @@ fi
 
 CONTEXT="$(mktemp -d /tmp/gateway-context.XXXXXX)"
 trap 'rm -rf "$CONTEXT"' EXIT
-"$PYTHON" -m pip wheel -q --wheel-dir "$CONTEXT/wheels" "$REPO_ROOT[speed,kubernetes]"
+# The dependencies at the locked versions and hashes (wheels for this machine, which is the
+# image's Debian 12 and Python 3.11), then the project itself.
+"$PYTHON" -m pip download -q --require-hashes --only-binary :all: --no-deps \
+    --dest "$CONTEXT/wheels" -r "$REPO_ROOT/requirements/runtime.lock"
+"$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$CONTEXT/wheels" "$REPO_ROOT"
+cp "$REPO_ROOT/requirements/runtime.lock" "$CONTEXT/runtime.lock"
 cp "$REPO_ROOT/deploy/container/Containerfile" "$CONTEXT/Containerfile"
 docker build -q -f "$CONTEXT/Containerfile" --build-arg "BASE=$BASE" -t "$TAG" "$CONTEXT" >/dev/null
 echo "built $TAG"

@@ -4,7 +4,8 @@
 #
 # With no arguments: the whole suite with the gateways on the runtime exec path (the default;
 # the conformance suite covers both paths), then the end-to-end suite again on the API path,
-# then the conformance suite and the main end-to-end paths against rootful Podman, on both paths.
+# then the conformance suite and the main end-to-end paths against rootful Podman, on both paths,
+# then the unit tests and one end-to-end file on the newest release of every dependency.
 # With arguments: one pytest run with them, e.g. `./scripts/test.sh tests/unit -q` or
 # `./scripts/test.sh tests/e2e --exec-path api`.
 set -euo pipefail
@@ -32,9 +33,11 @@ run_pass() {
 }
 run_pass "pass 1 of 3: everything, gateways on the runtime exec path"
 run_pass "pass 2 of 3: end-to-end again, gateways on Docker's exec API" \
-    tests/e2e --exec-path api -m "not runtime_path"
+    tests/e2e --exec-path api -m "not runtime_path and not path_independent"
 run_pass "pass 3 of 3: conformance and main paths on rootful Podman, runtime exec path" \
     tests/conformance "${PODMAN_E2E[@]}" --engine podman
 run_pass "pass 3 of 3, continued: main paths on rootful Podman, Podman's exec API" \
     "${PODMAN_E2E[@]}" --engine podman --exec-path api -m "not runtime_path"
+echo "=== dependency drift: the newest releases, unit tests and operability ($(date -u +%H:%M:%S)) ==="
+"$REPO_ROOT/scripts/test-drift.sh" -q || status=$?
 exit "$status"

@@ -20,6 +20,7 @@ from .support import containers as containers_support
 from .support import gateway as gateway_support
 from .support.containers import Container, Containers, remove_stale_test_containers
 from .support.gateway import InProcessGateway, LoopThread
+from .support.hookserver import HookServer
 from .support.kubernetes import EmulatedApiServer
 from .support.ssh import SSHClient
 from .support.system import ensure_commands, ensure_dockerd, ensure_podman, ensure_sandbox_image
@@ -132,6 +133,16 @@ def loop_thread() -> Iterator[LoopThread]:
     thread = LoopThread()
     yield thread
     thread.close()
+
+
+@pytest.fixture
+def hook_server(loop_thread: LoopThread) -> Iterator[HookServer]:
+    """A platform's HTTP hook endpoints (tests/support/hookserver.py)."""
+    server = HookServer(loop_thread)
+    loop_thread.run(server.start())
+    yield server
+    assert server.runner is not None
+    loop_thread.run(server.runner.cleanup())
 
 
 @dataclass

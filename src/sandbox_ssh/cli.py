@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime
 import logging
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -24,10 +26,23 @@ from ._cli.settings import load_defaults, render
 from ._logs import configure as configure_logging
 from ._session.environment import parse_set_env
 from ._session.forwarding import ForwardingKind
+from ._session.quotas import shared_quota_table
+from ._session.resolve import DEFAULT_SESSION_ID_PATTERN
+from ._session.tokens import CachedTokenVerifier, load_token_key, mint_token
+from ._ssh.certificates import sign_user_key
 from ._ssh.hostkey import HostKeyError, load_or_create_host_key
 from .audit import AuditLog
-from .config import Config, ConfigError, auth_mode, check_algorithms, format_address, parse_address
-from .hooks import ConnectionTracker, SandboxEnsurer, SandboxError, SandboxStopper
+from .config import (
+    Config,
+    ConfigError,
+    auth_mode,
+    check_algorithms,
+    format_address,
+    format_duration,
+    parse_address,
+    parse_duration,
+)
+from .hooks import ConnectionTracker, Quotas, SandboxEnsurer, SandboxError, SandboxStopper
 from .http_hooks import (
     HttpAuthorizedKeysFetcher,
     HttpConnectionTracker,
@@ -35,6 +50,7 @@ from .http_hooks import (
     HttpHookClient,
     HttpHookSettings,
     HttpSandboxEnsurer,
+    HttpTokenVerifier,
     HttpUserInfoFetcher,
 )
 from .providers.docker import DockerProvider
@@ -114,6 +130,7 @@ def serve(check_config: bool, **values: Any) -> None:
         os.environ.setdefault(
             "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sandbox-ssh-metrics-")
         )
+        shared_quota_table()  # made here, so that every worker counts in the same table
         _run_workers(
             options.workers,
             lambda: _run(_serve(config, provider, hooks, idle_stopper, http_trackers)),
@@ -174,7 +191,10 @@ def _build(
     if idle_stopper is not None:
         trackers.append(idle_stopper)
     http_trackers = [HttpConnectionTracker(hooks, options.track_url)] if options.track_url else []
-    trackers.extend(http_trackers)
+    if options.track_refuses and not http_trackers:
+        raise click.UsageError("--track-refuses needs --track-url")
+    if not options.track_refuses:
+        trackers.extend(http_trackers)  # else the hook is the admitter, which tracks too
     ensurer: SandboxEnsurer | None = provider if options.auto_start else None
     if options.ensure_url:
         ensurer = HttpSandboxEnsurer(hooks, options.ensure_url)
@@ -204,6 +224,11 @@ def _build(
         reuse_port=True,  # a new instance can take over the port while this one drains
         extra_host_key_paths=tuple(host_keys[1:]),
         auth=options.auth,
+        token_key_file=options.token_key_file,
+        token_verifier=CachedTokenVerifier(HttpTokenVerifier(hooks, options.token_url))
+        if options.token_url
+        else None,
+        max_connection_age=options.max_connection_age or 0.0,
         insecure_allow_no_auth=options.insecure_allow_no_auth,
         admin_keys_path=options.admin_keys,
         authorized_keys_dir=options.authorized_keys_dir,
@@ -217,6 +242,15 @@ def _build(
         max_startups=options.max_startups,
         max_connections_per_session=options.max_connections_per_session,
         max_forwarded_per_session=options.max_forwarded_per_session,
+        tenant_loop_share=options.tenant_loop_share,
+        connection_admitter=http_trackers[0] if options.track_refuses else None,
+        quotas=Quotas(
+            connections=options.quota_connections,
+            channels=options.quota_channels,
+            starts_per_minute=options.quota_starts_per_minute,
+            bytes_in_per_hour=options.quota_bytes_in_per_hour,
+            bytes_out_per_hour=options.quota_bytes_out_per_hour,
+        ),
         max_concurrent_starts=options.max_concurrent_starts,
         max_concurrent_starts_per_sandbox=options.max_concurrent_starts_per_sandbox,
         start_timeout=options.start_timeout,
@@ -237,22 +271,38 @@ def _build(
     return config, provider, hooks, idle_stopper, http_trackers
 
 
-@main.command("ssh-config")
-@click.argument("session")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the gateway.")
-@click.option("--port", default=2222, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--alias", help="The Host name in the block. [default: SESSION]")
-@click.option(
+_HOST_OPTION = click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address of the gateway."
+)
+_PORT_OPTION = click.option(
+    "--port", default=2222, show_default=True, type=click.IntRange(1, 65535)
+)
+_ALIAS_OPTION = click.option("--alias", help="The Host name in the block. [default: SESSION]")
+_HOST_KEY_OPTION = click.option(
     "--host-key",
     "host_key",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help=f"The gateway's host key (or its .pub). [default: {default_host_key_path()}]",
 )
-def ssh_config(
-    session: str, host: str, port: int, alias: str | None, host_key: Path | None
-) -> None:
-    """Print a ~/.ssh/config block for SESSION: paste it, then `ssh SESSION` (or connect from an
-    IDE) with the gateway's host key already trusted."""
+_TTL_OPTION = click.option(
+    "--ttl",
+    required=True,
+    callback=lambda ctx, param, value: _cli_duration(value),
+    help="How long it is valid, e.g. 90s, 15m, 2h.",
+)
+
+
+def _cli_duration(value: str) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    if seconds <= 0:
+        raise click.BadParameter("must be more than 0")
+    return seconds
+
+
+def _known_hosts_entry(host: str, port: int, host_key: Path | None) -> str:
     key_path = host_key or default_host_key_path()
     public = key_path if key_path.suffix == ".pub" else Path(f"{key_path}.pub")
     try:
@@ -262,15 +312,112 @@ def ssh_config(
             f"cannot read the gateway's host key {public}: {error}"
         ) from None
     known = f"[{host}]:{port}" if port != 22 else host
-    click.echo(
-        f"Host {alias or session}\n"
+    return f"{known} {key_type} {key_data}"
+
+
+def _config_block(alias: str, host: str, port: int, user: str, known: str) -> str:
+    return (
+        f"Host {alias}\n"
         f"    HostName {host}\n"
         f"    Port {port}\n"
-        f"    User {session}\n"
+        f"    User {user}\n"
         "    # The gateway's host key, trusted from the first connection (OpenSSH 8.5+):\n"
-        f"    KnownHostsCommand /bin/echo {known} {key_type} {key_data}\n"
+        f"    KnownHostsCommand /bin/echo {known}\n"
         "    # Older clients: put this line in ~/.ssh/known_hosts instead.\n"
-        f"    #   {known} {key_type} {key_data}\n"
+        f"    #   {known}\n"
+    )
+
+
+@main.command("ssh-config")
+@click.argument("session")
+@_HOST_OPTION
+@_PORT_OPTION
+@_ALIAS_OPTION
+@_HOST_KEY_OPTION
+def ssh_config(
+    session: str, host: str, port: int, alias: str | None, host_key: Path | None
+) -> None:
+    """Print a ~/.ssh/config block for SESSION: paste it, then `ssh SESSION` (or connect from an
+    IDE) with the gateway's host key already trusted."""
+    known = _known_hosts_entry(host, port, host_key)
+    click.echo(_config_block(alias or session, host, port, session, known))
+
+
+@main.command("token")
+@click.argument("session")
+@_TTL_OPTION
+@click.option(
+    "--token-key-file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The shared key the gateway's --token-key-file names.",
+)
+@_HOST_OPTION
+@_PORT_OPTION
+@_ALIAS_OPTION
+@_HOST_KEY_OPTION
+def token_command(
+    session: str,
+    ttl: float,
+    token_key_file: Path,
+    host: str,
+    port: int,
+    alias: str | None,
+    host_key: Path | None,
+) -> None:
+    """Mint a token for SESSION (gateways with --auth token and the same --token-key-file), and
+    print the ~/.ssh/config block and the ssh command that use it, host key included."""
+    if not re.fullmatch(DEFAULT_SESSION_ID_PATTERN, session):
+        raise click.BadParameter(f"{session!r} is not a session ID", param_hint="SESSION")
+    try:
+        key = load_token_key(token_key_file)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    known = _known_hosts_entry(host, port, host_key)
+    token = mint_token(key, session, ttl)
+    expiry = int(token.split(".", 1)[0])
+    until = datetime.datetime.fromtimestamp(expiry, datetime.UTC)
+    user = f"{session}#{token}"
+    click.echo(
+        f"# A token for session {session}, valid for {format_duration(ttl)} "
+        f"(until {until:%Y-%m-%d %H:%M:%S} UTC).\n"
+        f"# Put this block in ~/.ssh/config, then: ssh {alias or session}\n"
+        + _config_block(alias or session, host, port, user, known)
+        + "# Or at once (the token is then in this machine's process list while ssh runs):\n"
+        + f"ssh -p {port} -o 'KnownHostsCommand=/bin/echo {known}' '{user}@{host}'"
+    )
+
+
+@main.command("sign-key")
+@click.argument("session")
+@click.argument("public_key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@_TTL_OPTION
+@click.option(
+    "--ca-key",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The user CA's private key; the gateway's --trusted-user-ca-keys holds its public half.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the certificate. [default: PUBLIC_KEY with -cert.pub, as ssh-keygen]",
+)
+def sign_key(session: str, public_key: Path, ttl: float, ca_key: Path, output: Path | None) -> None:
+    """Sign PUBLIC_KEY as a user certificate for SESSION (its one principal), valid for --ttl:
+    `ssh -i KEY SESSION@gateway` then logs in on a gateway that trusts the CA."""
+    if not re.fullmatch(DEFAULT_SESSION_ID_PATTERN, session):
+        raise click.BadParameter(f"{session!r} is not a session ID", param_hint="SESSION")
+    try:
+        certificate = sign_user_key(ca_key, public_key, session, ttl)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    stem = public_key.name[: -len(".pub")] if public_key.name.endswith(".pub") else public_key.name
+    target = output or public_key.with_name(f"{stem}-cert.pub")
+    certificate.write_certificate(str(target))
+    click.echo(
+        f"{target}: a certificate for session {session}, valid for {format_duration(ttl)}; "
+        f"ssh -i {public_key.with_name(stem)} finds it next to the key."
     )
 
 

@@ -12,15 +12,19 @@ from ._session.audit import AuditSink
 from ._session.channel import SubsystemConfig
 from ._session.environment import parse_set_env
 from ._session.forwarding import ForwardingKind, ForwardingPolicy
+from ._session.loop_share import DEFAULT_TENANT_LOOP_SHARE
 from ._session.recording import RecordingPolicy
 from ._session.resolve import DEFAULT_SESSION_ID_PATTERN
 from ._session.shares import DEFAULT_FORWARDED_PER_SESSION
 from ._ssh import algorithms
 from .hooks import (
+    ConnectionAdmitter,
     ConnectionTracker,
     EnvVarFetcher,
+    Quotas,
     SandboxEnsurer,
     SandboxProvider,
+    TokenVerifier,
     UserInfoFetcher,
 )
 
@@ -60,9 +64,16 @@ class Config:
     set_env: Mapping[str, str] = field(default_factory=dict)
     # Let several processes listen on the same port (SO_REUSEPORT), as `serve --workers` does.
     reuse_port: bool = False
-    # "none" (the username alone, loopback only) or "publickey"; None picks "none" on
-    # loopback and "publickey" on any other address.
+    # "none" (the username alone, loopback only), "publickey", "token" or "publickey,token";
+    # None picks "none" on loopback and "publickey" on any other address.
     auth: str | None = None
+    # How tokens are checked (--auth token): a verifier (e.g. an HTTP hook), or else HMAC
+    # tokens signed with the shared key in this file (`sandbox-ssh token` mints them).
+    token_verifier: TokenVerifier | None = None
+    token_key_file: Path | None = None
+    # Close a connection this long after it authenticated (0: never). A token or certificate
+    # that expires meanwhile does not close it, as under sshd.
+    max_connection_age: float = 0.0
     # Allow "none" on a non-loopback address (warned about at start-up).
     insecure_allow_no_auth: bool = False
     admin_keys_path: Path | None = None  # authorized_keys valid for every session
@@ -76,6 +87,15 @@ class Config:
     # Forwarded connections (-L/-D/-W/-R, socket and agent forwards) open at once per session
     # ID: each holds descriptors, and a sandbox can dial its own -R listener at will.
     max_forwarded_per_session: int = DEFAULT_FORWARDED_PER_SESSION
+    # While another tenant is interactive, the most of the event loop's time one tenant's
+    # output may take: a sandbox flooding many clients cannot stall others' handshakes.
+    tenant_loop_share: float = DEFAULT_TENANT_LOOP_SHARE
+    # Per-tenant quotas (a UserInfo's own quotas replace these for its tenant); they hold
+    # across `serve --workers`, not across replicas.
+    quotas: Quotas = field(default_factory=Quotas)
+    # Asked once a connection authenticated; it may refuse (e.g. by the platform's own count
+    # across replicas). The HTTP track hook is one with `serve --track-refuses`.
+    connection_admitter: ConnectionAdmitter | None = None
     # Process starts run at once at most; more wait, served round-robin over sandboxes
     # and connections. None: a few per CPU.
     max_concurrent_starts: int | None = None
@@ -165,6 +185,20 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def format_duration(seconds: float) -> str:
+    """``3600`` as ``1h``, ``5400`` as ``1h30m``, ``90`` as ``1m30s``, ``0.5`` as ``0.5s``."""
+    if seconds != int(seconds) or seconds <= 0:
+        return f"{seconds:g}s"
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
+    return "".join(parts)
+
+
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?")
 _BYTES_PER_UNIT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -194,11 +228,21 @@ class ConfigError(Exception):
     """The configuration is unsafe or inconsistent; the server refuses to start."""
 
 
+AUTH_MODES = ("none", "publickey", "token", "publickey,token")
+
+
+def auth_methods(mode: str) -> frozenset[str]:
+    return frozenset(mode.split(","))
+
+
 def auth_mode(config: Config) -> str:
     """The authentication mode, refusing no-auth beyond loopback unless explicitly allowed."""
     mode = config.auth or ("none" if is_loopback(config.address) else "publickey")
-    if mode not in ("none", "publickey"):
-        raise ConfigError(f"unknown auth mode {mode!r}: use none or publickey")
+    mode = ",".join(sorted(set(mode.replace(" ", "").split(","))))
+    if mode not in AUTH_MODES:
+        raise ConfigError(f"unknown auth mode {mode!r}: use {', '.join(AUTH_MODES)}")
+    if "token" in mode and config.token_verifier is None and config.token_key_file is None:
+        raise ConfigError("--auth token needs --token-key-file or --token-url")
     if mode == "none" and not is_loopback(config.address) and not config.insecure_allow_no_auth:
         raise ConfigError(
             f"refusing to listen on {config.address} without authentication: anyone who can "

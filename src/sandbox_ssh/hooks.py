@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Protocol, runtime_checkable
 
 
@@ -40,10 +40,36 @@ class Sandbox:
 
 
 @dataclass(frozen=True)
+class Quotas:
+    """Per-tenant quotas; None leaves one unbounded. See the README's Quotas section."""
+
+    connections: int | None = None  # live connections
+    channels: int | None = None  # open channels: sessions and forwarded connections
+    starts_per_minute: int | None = None  # processes started in a clock minute
+    bytes_in_per_hour: int | None = None  # from clients, in a clock hour
+    bytes_out_per_hour: int | None = None  # to clients, in a clock hour
+
+    def over(self, other: Quotas | None) -> Quotas:
+        """These quotas, with each that ``other`` gives replacing ours."""
+        if other is None:
+            return self
+        return Quotas(
+            *(
+                theirs if theirs is not None else ours
+                for ours, theirs in zip(astuple(self), astuple(other), strict=True)
+            )
+        )
+
+
+@dataclass(frozen=True)
 class UserInfo:
     username: str
     uid: int
     gid: int
+    # Whose quotas this connection counts against (default: the session ID), and that
+    # tenant's own quotas over the gateway's.
+    tenant: str | None = None
+    quotas: Quotas | None = None
 
 
 ROOT_USER = UserInfo(username="root", uid=0, gid=0)
@@ -285,6 +311,34 @@ class EnvVarFetcher(Protocol):
 Release = Callable[[], None]
 
 
+class TokenRefused(Exception):
+    """A token that does not let the client in; the message is one line, naming no token."""
+
+
+@dataclass(frozen=True)
+class TokenVerdict:
+    """A token accepted for a session: until when, and whether it may be used only once."""
+
+    expires_at: float | None = None  # Unix time; None: as long as the verifier says
+    single_use: bool = False  # never cached: every use asks the verifier again
+
+
+@runtime_checkable
+class TokenVerifier(Protocol):
+    async def verify_token(self, session_id: str, token: str) -> TokenVerdict:
+        """Accept ``token`` for ``session_id``, or raise TokenRefused with a one-line reason."""
+
+
+@runtime_checkable
+class ConnectionAdmitter(Protocol):
+    async def admit(self, session_id: str) -> Release:
+        """Called once a connection has authenticated, before anything is served.
+
+        Raise to refuse it: the exception's message is the client's one-line reason.
+        The returned callable is called exactly once, when the connection ends.
+        """
+
+
 @runtime_checkable
 class ConnectionTracker(Protocol):
     def track(self, session_id: str) -> Release:
@@ -299,6 +353,7 @@ __all__ = [
     "AgentSocketHost",
     "AuthorizedKeysSource",
     "BoundListener",
+    "ConnectionAdmitter",
     "ConnectionTracker",
     "DirectStdio",
     "EnvVarFetcher",
@@ -309,6 +364,7 @@ __all__ = [
     "OutputStream",
     "PreparedProvider",
     "ProcessSpec",
+    "Quotas",
     "Release",
     "Sandbox",
     "SandboxEnsurer",
@@ -319,6 +375,9 @@ __all__ = [
     "SandboxStatus",
     "SandboxStopper",
     "TerminalSize",
+    "TokenRefused",
+    "TokenVerdict",
+    "TokenVerifier",
     "UserInfo",
     "UserInfoFetcher",
 ]

@@ -10,6 +10,7 @@ fails closed: the connection is refused with a reason. See docs/http-hooks.md.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import uuid
@@ -18,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from .hooks import Release, UserInfo
+from .hooks import Quotas, Release, TokenRefused, TokenVerdict, UserInfo
 
 log = logging.getLogger("sandbox_ssh.http_hooks")
 
@@ -102,7 +103,8 @@ class HttpSandboxEnsurer:
 
 
 class HttpUserInfoFetcher:
-    """``POST {"session_id"}`` → ``{"username": str, "uid": int, "gid": int}``."""
+    """``POST {"session_id"}`` → ``{"username": str, "uid": int, "gid": int}``, and
+    optionally ``"tenant": str`` and ``"quotas": {"connections": int, ...}``."""
 
     def __init__(self, client: HttpHookClient, url: str) -> None:
         self._client, self._url = client, url
@@ -113,7 +115,32 @@ class HttpUserInfoFetcher:
         if not isinstance(username, str) or not _is_id(uid) or not _is_id(gid):
             raise HookError("the user-info hook answered without a username, uid and gid")
         assert isinstance(uid, int) and isinstance(gid, int)
-        return UserInfo(username=username, uid=uid, gid=gid)
+        tenant = answer.get("tenant")
+        if tenant is not None and not (isinstance(tenant, str) and 0 < len(tenant) <= 256):
+            raise HookError("the user-info hook answered with a tenant that is not a name")
+        return UserInfo(
+            username=username, uid=uid, gid=gid, tenant=tenant, quotas=_quotas(answer.get("quotas"))
+        )
+
+
+_QUOTA_NAMES = tuple(field.name for field in dataclasses.fields(Quotas))
+
+
+def _quotas(value: object) -> Quotas | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        name in _QUOTA_NAMES and _is_count(amount) for name, amount in value.items()
+    ):
+        raise HookError(
+            f"the user-info hook answered with malformed quotas (known: {', '.join(_QUOTA_NAMES)}; "
+            "each a whole number >= 0)"
+        )
+    return Quotas(**value)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_id(value: object) -> bool:
@@ -150,16 +177,62 @@ class HttpAuthorizedKeysFetcher:
         return keys
 
 
+class HttpTokenVerifier:
+    """``POST {"session_id", "token"}`` → ``{"single_use": bool, "expires_at": unix time}``.
+
+    Any 2xx accepts the token (both fields optional); a 4xx refuses it, with its
+    ``error`` shown to the client. The token is in the request body only.
+    """
+
+    def __init__(self, client: HttpHookClient, url: str) -> None:
+        self._client, self._url = client, url
+
+    async def verify_token(self, session_id: str, token: str) -> TokenVerdict:
+        payload = {"session_id": session_id, "token": token}
+        try:
+            answer = await self._client.call("token", self._url, payload)
+        except HookError as error:
+            raise TokenRefused(f'session "{session_id}": {error}') from None
+        single_use, expires_at = answer.get("single_use", False), answer.get("expires_at")
+        if not isinstance(single_use, bool) or not (
+            expires_at is None
+            or (isinstance(expires_at, (int, float)) and not isinstance(expires_at, bool))
+        ):
+            raise TokenRefused(
+                f'session "{session_id}": the token hook answered with a malformed single_use '
+                "or expires_at"
+            )
+        return TokenVerdict(
+            expires_at=None if expires_at is None else float(expires_at), single_use=single_use
+        )
+
+
 class HttpConnectionTracker:
     """``POST {"session_id", "connection_id", "event": "connect" | "disconnect"}``.
 
     Tracking never delays or refuses a connection: calls run in the background,
-    and failures are logged.
+    and failures are logged. As a :class:`ConnectionAdmitter` (``--track-refuses``),
+    the connect call is awaited instead, and a refusal refuses the connection: a
+    platform running several replicas keeps its quotas in its own count this way.
     """
 
     def __init__(self, client: HttpHookClient, url: str) -> None:
         self._client, self._url = client, url
         self._pending: set[asyncio.Task[None]] = set()
+
+    async def admit(self, session_id: str) -> Release:
+        connection_id = uuid.uuid4().hex
+        payload = {"session_id": session_id, "connection_id": connection_id, "event": "connect"}
+        await self._client.call("track", self._url, payload)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._send(session_id, connection_id, "disconnect")
+
+        return release
 
     def track(self, session_id: str) -> Release:
         connection_id = uuid.uuid4().hex

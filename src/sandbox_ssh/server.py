@@ -20,15 +20,20 @@ from ._session.ensure import EnsureCoordinator
 from ._session.environment import EnvironmentPolicy
 from ._session.forwarding import ForwardingKind
 from ._session.keys import KeySources
+from ._session.loop_share import LoopShares
+from ._session.quotas import shared_quota_table
 from ._session.resolve import Hooks
 from ._session.shares import TenantShares
 from ._session.starts import StartScheduler
+from ._session.tokens import HmacTokenVerifier, load_token_key
 from ._ssh.connection import GatewayConnection, GatewayState
 from ._ssh.hostkey import load_host_key, load_or_create_host_key
 from ._ssh.internals import use_fast_chacha
 from ._ssh.limits import SourceGuard
 from .config import (
     Config,
+    ConfigError,
+    auth_methods,
     auth_mode,
     check_algorithms,
     check_set_env,
@@ -45,6 +50,7 @@ from .hooks import (
     PreparedProvider,
     SandboxEnsurer,
     SandboxNetwork,
+    TokenVerifier,
 )
 
 log = logging.getLogger("sandbox_ssh.server")
@@ -98,6 +104,10 @@ class Server:
             agent_forwarding=config.agent_forwarding,
             recording=recording_policy(config),
             forwarded_shares=TenantShares(config.max_forwarded_per_session),
+            loop_shares=LoopShares(config.tenant_loop_share),
+            quotas=config.quotas,
+            admitter=config.connection_admitter,
+            quota_table=shared_quota_table(),
             connection_ended=self._heap.soon,
             starts=StartScheduler(
                 config.max_concurrent_starts,
@@ -129,10 +139,24 @@ class Server:
         host, port = self._acceptor.get_addresses()[0][:2]
         return format_address(str(host), int(port))
 
+    def _token_verifier(self) -> TokenVerifier | None:
+        if "token" not in self._state.auth_methods:
+            return None
+        if self.config.token_verifier is not None:
+            return self.config.token_verifier
+        assert self.config.token_key_file is not None  # auth_mode checked
+        try:
+            return HmacTokenVerifier(load_token_key(self.config.token_key_file))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
     async def start(self) -> None:
         release_held_warnings()  # through whatever warning routing the embedder set up
         host, port = parse_address(self.config.address)
         self._state.auth_mode = auth_mode(self.config)
+        self._state.auth_methods = auth_methods(self._state.auth_mode)
+        self._state.token_verifier = self._token_verifier()
+        self._state.max_connection_age = self.config.max_connection_age
         check_algorithms(self.config)
         check_set_env(self.config)
         if self._state.auth_mode == "none" and not is_loopback(self.config.address):
@@ -167,8 +191,9 @@ class Server:
             login_timeout=self.config.login_timeout,
             keepalive_interval=self.config.client_alive_interval,
             keepalive_count_max=self.config.client_alive_count_max,
-            password_auth=False,
-            kbdint_auth=False,
+            # Passwords and keyboard-interactive carry tokens only (--auth token).
+            password_auth="token" in self._state.auth_methods,
+            kbdint_auth="token" in self._state.auth_methods,
             gss_host=None,
             reuse_address=True,
             reuse_port=self.config.reuse_port or None,

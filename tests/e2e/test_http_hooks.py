@@ -10,20 +10,11 @@ from typing import Any
 import pytest
 
 from ..support.containers import Containers
-from ..support.gateway import CliGateway, LoopThread
+from ..support.gateway import CliGateway
 from ..support.hookserver import TOKEN, HookServer
 from ..support.netclient import free_port
 from ..support.ssh import SSHClient
 from ..support.wait import wait_until
-
-
-@pytest.fixture
-def hook_server(loop_thread: LoopThread) -> Iterator[HookServer]:
-    server = HookServer(loop_thread)
-    loop_thread.run(server.start())
-    yield server
-    assert server.runner is not None
-    loop_thread.run(server.runner.cleanup())
 
 
 @pytest.fixture

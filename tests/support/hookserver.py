@@ -23,6 +23,11 @@ class HookServer:
     port: int = 0
     runner: web.AppRunner | None = None
     keys: dict[str, str] = field(default_factory=dict)
+    # Access tokens the platform minted: token -> (session ID, single use).
+    tokens: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    used_tokens: set[str] = field(default_factory=set)
+    # More of the user-info answer, per session ID (a tenant, quotas).
+    user_extra: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         hook = request.match_info["hook"]
@@ -39,13 +44,26 @@ class HookServer:
             return web.json_response({"error": "billing: account suspended"}, status=403)
         if mode == f"{hook}:garbage":
             return web.Response(text="{not json", content_type="application/json")
+        if hook == "token":
+            return self.answer_token(body.get("session_id", ""), body.get("token", ""))
         if hook == "user":
-            return web.json_response({"username": "dev", "uid": 1000, "gid": 1000})
+            extra = self.user_extra.get(body.get("session_id", ""), {})
+            return web.json_response({"username": "dev", "uid": 1000, "gid": 1000, **extra})
         if hook == "keys":
             return web.json_response({"authorized_keys": self.keys.get(body["session_id"], "")})
         if hook == "env":
             return web.json_response({"env": {"PLATFORM_TOKEN": "from-hook", "MULTI": "a\nb"}})
         return web.json_response({"ok": True})
+
+    def answer_token(self, session_id: str, token: str) -> web.Response:
+        known = self.tokens.get(token)
+        if known is None or known[0] != session_id:
+            return web.json_response({"error": "the token is not valid"}, status=403)
+        single_use = known[1]
+        if single_use and token in self.used_tokens:
+            return web.json_response({"error": "the token was already used"}, status=403)
+        self.used_tokens.add(token)
+        return web.json_response({"single_use": single_use})
 
     async def start(self) -> None:
         app = web.Application()

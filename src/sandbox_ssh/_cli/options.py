@@ -219,6 +219,13 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
         hidden_value=True,
     ),
     Setting(
+        "track-refuses",
+        "Await the track hook's connect call once a connection authenticated, and refuse the "
+        "connection when the hook refuses (4xx, its error shown) or cannot answer: quotas kept "
+        "by the platform across replicas (docs/http-hooks.md).",
+        flag=True,
+    ),
+    Setting(
         "hook-token-file",
         "File holding the bearer token sent to the HTTP hooks.",
         type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -239,9 +246,31 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "auth",
         "none: the username alone admits (allowed on loopback only); publickey: a key from the "
-        "session's or the admin's authorized keys, or a certificate.",
-        type=click.Choice(["none", "publickey"]),
+        "session's or the admin's authorized keys, or a certificate; token: a short-lived token "
+        "as the password, by keyboard-interactive, or as SESSION#TOKEN in the username; "
+        "publickey,token: either.",
+        type=click.Choice(["none", "publickey", "token", "publickey,token"]),
         default_text="none on loopback, publickey elsewhere",
+    ),
+    Setting(
+        "token-key-file",
+        "File whose first line is the shared key of --auth token: tokens are HMAC-SHA256 over "
+        "session ID and expiry (mint them with `sandbox-ssh token`).",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    ),
+    Setting(
+        "token-url",
+        "HTTP hook checking the tokens of --auth token (docs/http-hooks.md); accepted reusable "
+        "tokens are remembered for at most 60 s, single-use ones never.",
+        metavar="URL",
+        hidden_value=True,
+    ),
+    Setting(
+        "max-connection-age",
+        "Close a connection this long after it authenticated (e.g. 8h); by default never, and "
+        "a token or certificate expiring meanwhile does not close it, as under sshd.",
+        callback=_duration,
+        metavar="DURATION",
     ),
     Setting(
         "insecure-allow-no-auth",
@@ -296,11 +325,48 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
         default=100,
     ),
     Setting(
+        "quota-connections",
+        "Per tenant (the session ID, or the user-info hook's tenant): live connections, across "
+        "--workers. By default unbounded here; the hook may give each tenant its own quotas.",
+        type=click.IntRange(min=0),
+    ),
+    Setting(
+        "quota-channels",
+        "Per tenant: open channels (sessions and forwarded connections), across --workers.",
+        type=click.IntRange(min=0),
+    ),
+    Setting(
+        "quota-starts-per-minute",
+        "Per tenant: processes started in a clock minute, across --workers.",
+        type=click.IntRange(min=0),
+    ),
+    Setting(
+        "quota-bytes-in-per-hour",
+        "Per tenant: bytes from clients in a clock hour (e.g. 10G), across --workers; past it "
+        "the tenant's connections are closed and new ones refused until the hour ends.",
+        callback=_size,
+        metavar="SIZE",
+    ),
+    Setting(
+        "quota-bytes-out-per-hour",
+        "Per tenant: bytes to clients in a clock hour, as --quota-bytes-in-per-hour.",
+        callback=_size,
+        metavar="SIZE",
+    ),
+    Setting(
         "max-forwarded-per-session",
         "Forwarded connections (-L, -D, -W, -R, socket and agent forwards) open at once per "
         "session ID; more are refused, or closed on accept for -R.",
         type=click.IntRange(min=1),
         default=512,
+    ),
+    Setting(
+        "tenant-loop-share",
+        "While another tenant is interactive (handshaking, or within 1 s of a new channel or a "
+        "keystroke), the most of the event loop's time one tenant's output may take (0-1]; "
+        "1 turns the bound off.",
+        type=click.FloatRange(min=0, max=1, min_open=True),
+        default=0.25,
     ),
     Setting(
         "max-concurrent-starts",

@@ -32,6 +32,8 @@ from .agent import AgentForwarding
 from .audit import ConnectionAudit, NoAudit
 from .environment import Endpoints, EnvironmentPolicy, accepts, build_environment
 from .forwarding import Forwarding
+from .loop_share import TenantLoopShare
+from .quotas import QuotaExceeded, TenantQuota
 from .recording import Recorder, RecordingPolicy
 from .resolve import ResolvedConnection, one_line
 from .starts import StartScheduler
@@ -120,8 +122,12 @@ class SessionChannel:
         agent: AgentForwarding | None = None,
         recording: RecordingPolicy | None = None,
         forwarding: Forwarding | None = None,
+        loop_share: TenantLoopShare | None = None,
+        quota: TenantQuota | None = None,
     ) -> None:
         self._provider = provider
+        self._quota = quota
+        self._loop_share = loop_share
         self._forwarding = forwarding
         self._connection = connection
         self._endpoints = endpoints
@@ -267,6 +273,8 @@ class SessionChannel:
     # Traffic and events while it runs.
 
     def feed_stdin(self, data: bytes) -> None:
+        if self._loop_share is not None and len(data) <= _DIRECT_STDIN_MAX:
+            self._loop_share.touch()  # a keystroke or a request, not a bulk upload
         if self._recorder is not None:
             self._recorder.input(data)
         process = self._direct
@@ -347,10 +355,14 @@ class SessionChannel:
             self._output.write(notice.encode(), OutputStream.STDERR)
         spec = self._process_spec(mode, command, agent_socket)
         try:
+            if self._quota is not None:
+                self._quota.start()
             process = await self._start_process(spec)
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            if isinstance(error, QuotaExceeded):
+                self._metrics.refusals.labels(f"quota_{error.quota}").inc()
             self._log.warning(
                 "session %s: cannot start process: %s", self._connection.session_id, one_line(error)
             )
@@ -441,18 +453,29 @@ class SessionChannel:
             if chunk is None:
                 return
             stream, data = chunk
+            share = self._loop_share
+            if share is not None and (delay := share.delay()) > 0:
+                await asyncio.sleep(delay)
             self._write(data, stream)
             await self._output.drain()
 
     def _deliver(self, stream: OutputStream, data: bytes) -> bool:
-        """Output straight from the process's descriptor; False once the client's window is full."""
+        """Output straight from the process's descriptor; False once the client's window is
+        full, or this tenant has used its share of the loop for now."""
         self._write(data, stream)
-        return self._output.writable()
+        share = self._loop_share
+        return self._output.writable() and (share is None or share.delay() == 0)
 
     def _write(self, data: bytes, stream: OutputStream) -> None:
         if self._recorder is not None:
             self._recorder.output(data)
+        share = self._loop_share
+        if share is None:
+            self._output.write(data, stream)
+            return
+        started = time.perf_counter()
         self._output.write(data, stream)
+        share.charge(time.perf_counter() - started)
 
     async def _pump_stdin(self, process: SandboxProcess) -> None:
         while True:

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 from .._metrics import Metrics
 from ..hooks import BoundListener, SandboxNetwork, SandboxProvider
 from .audit import ConnectionAudit, NoAudit
+from .loop_share import TenantLoopShare
+from .quotas import QuotaExceeded, TenantQuota
 from .resolve import ResolvedConnection, one_line
 from .shares import DEFAULT_FORWARDED_PER_SESSION, Release, TenantShares
 
@@ -84,6 +86,9 @@ class Forwarding:
         self._metrics = metrics or Metrics()
         self.log = log if log is not None else logging.getLogger("sandbox_ssh.forwarding")
         self._binding: set[asyncio.Future[Any]] = set()
+        # The tenant's share of the loop for relaying, once authenticated.
+        self.loop_share: TenantLoopShare | None = None
+        self.quota: TenantQuota | None = None  # the tenant's, once authenticated
 
     def take_share(self) -> Release:
         """A forwarded connection's place in the session's share; ForwardingRefused when full."""
@@ -95,7 +100,20 @@ class Forwarding:
                 f"(at most {self._shares.per_tenant})",
                 prohibited=False,
             )
-        return release
+        if self.quota is None:
+            return release
+        try:
+            channel_released = self.quota.channel()
+        except QuotaExceeded as error:
+            release()
+            self._metrics.refusals.labels(f"quota_{error.quota}").inc()
+            raise ForwardingRefused(str(error), prohibited=False) from None
+
+        def release_both() -> None:
+            release()
+            channel_released()
+
+        return release_both
 
     async def listeners_settled(self) -> None:
         """Wait until every remote forward requested so far is bound or refused.

@@ -43,7 +43,7 @@ def parse_authorized_keys(text: str, session_id: str) -> asyncssh.SSHAuthorizedK
 def limit_auth_attempts(
     conn: asyncssh.SSHServerConnection,
     on_failure: Callable[[str], None],
-    on_success: Callable[[str], None],
+    on_success: Callable[[str], Awaitable[None]],
 ) -> None:
     """Disconnect after MAX_AUTH_ATTEMPTS rejected keys, as sshd's MaxAuthTries does.
 
@@ -60,7 +60,7 @@ def limit_auth_attempts(
             accepted = await original(username, key_data, msg, signature)
             if accepted:
                 if msg:  # only a verified signature binds the identity
-                    on_success(_fingerprint(key_data))
+                    await on_success(_fingerprint(key_data))
                 return True
             failures += 1
             on_failure(_fingerprint(key_data))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,17 +21,29 @@ from .._session.channel import SessionChannel, SubsystemConfig
 from .._session.environment import Endpoints, EnvironmentPolicy
 from .._session.forwarding import Forwarding, ForwardingPolicy
 from .._session.keys import KeySources, collect_authorized_keys
+from .._session.loop_share import LoopShares, TenantLoopShare
+from .._session.quotas import QuotaExceeded, QuotaTable, TenantQuota
 from .._session.recording import RecordingPolicy
 from .._session.resolve import (
     ConnectionRejected,
     Hooks,
     ResolvedConnection,
+    check_session_id,
     one_line,
     resolve_connection,
 )
 from .._session.shares import DEFAULT_FORWARDED_PER_SESSION, TenantShares
 from .._session.starts import StartScheduler
-from ..hooks import ConnectionTracker, Release
+from .._session.tokens import split_username
+from ..config import format_duration
+from ..hooks import (
+    ConnectionAdmitter,
+    ConnectionTracker,
+    Quotas,
+    Release,
+    TokenRefused,
+    TokenVerifier,
+)
 from ..tracking import InMemoryConnectionTracker
 from . import forwarding
 from .agent import serve_agent
@@ -63,6 +76,11 @@ class GatewayState:
     subsystems: SubsystemConfig = field(default_factory=SubsystemConfig)
     environment: EnvironmentPolicy = field(default_factory=EnvironmentPolicy)
     auth_mode: str = "none"
+    # "none", or any of "publickey" and "token".
+    auth_methods: frozenset[str] = frozenset({"none"})
+    token_verifier: TokenVerifier | None = None
+    admitter: ConnectionAdmitter | None = None
+    max_connection_age: float = 0.0  # seconds; 0: no bound
     key_sources: KeySources = field(default_factory=KeySources)
     max_sessions: int = 10
     max_startups: int = 100
@@ -81,6 +99,9 @@ class GatewayState:
     forwarded_shares: TenantShares = field(
         default_factory=lambda: TenantShares(DEFAULT_FORWARDED_PER_SESSION)
     )
+    loop_shares: LoopShares = field(default_factory=LoopShares)
+    quotas: Quotas = field(default_factory=Quotas)
+    quota_table: QuotaTable | None = None  # made by the server before workers fork
     stopping: bool = False
 
 
@@ -122,6 +143,17 @@ class GatewayConnection(asyncssh.SSHServer):
         # Set when admission refused the connection; no authentication may follow.
         self._refusal: str | None = None
         self._auth_begun = False
+        self._loop_share: TenantLoopShare | None = None
+        self._session_name = ""  # the session ID asked for, before it is resolved
+        self._auth_method = "publickey"
+        self._age_limit: asyncio.TimerHandle | None = None
+        self._quota: TenantQuota | None = None
+        self._admission: Release | None = None
+        self._quota_release: Release | None = None
+        self._traffic_check: asyncio.TimerHandle | None = None
+        self._traffic_counted = (0, 0)
+        # Channel quota held by this connection's sessions, given back however they end.
+        self._quota_channels: set[Release] = set()
 
     @property
     def session_id(self) -> str | None:
@@ -163,8 +195,9 @@ class GatewayConnection(asyncssh.SSHServer):
             self._refuse_early(conn, reason, "max_startups")
             return
         self._state.unauthenticated += 1
+        self._state.loop_shares.handshake_started()
         self._authenticating = True
-        if self._state.auth_mode == "publickey":
+        if "publickey" in self._state.auth_methods:
             limit_auth_attempts(conn, self._auth_failed, self._auth_succeeded)
 
     def _refuse_early(self, conn: asyncssh.SSHServerConnection, reason: str, limit: str) -> None:
@@ -204,38 +237,94 @@ class GatewayConnection(asyncssh.SSHServer):
             )
             self._audit.record("ban", address=self._peer[0])
 
-    def _auth_succeeded(self, fingerprint: str) -> None:
+    async def _auth_succeeded(self, fingerprint: str) -> None:
         self._key_fingerprint = fingerprint
+        await self._admit(self._session_name)
+
+    async def _admit(self, session_id: str) -> None:
+        """Ask the admitter (e.g. the track hook, for quotas kept by the platform) once."""
+        admitter = self._state.admitter
+        if admitter is None or self._admission is not None:
+            return
+        try:
+            self._admission = await admitter.admit(session_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            reason = f'session "{session_id}": {one_line(error)}'
+            self._limited("admission")
+            self._outcome = f"refused: {reason}"
+            self._audit.record("connection.refused", reason=reason)
+            raise asyncssh.DisconnectError(asyncssh.DISC_BY_APPLICATION, reason) from None
 
     def _done_authenticating(self) -> None:
         if self._authenticating:
             self._authenticating = False
             self._state.unauthenticated -= 1
+            self._state.loop_shares.handshake_ended()
 
     async def begin_auth(self, username: str) -> bool:
         self._auth_begun = True
         if self._refusal is not None:
             raise asyncssh.DisconnectError(asyncssh.DISC_TOO_MANY_CONNECTIONS, self._refusal)
+        methods = self._state.auth_methods
+        # SESSION#TOKEN: for clients that cannot send a password without a prompt. Nothing
+        # below this line sees the token, least of all a log.
+        session_id, token = split_username(username) if "token" in methods else (username, None)
+        self._session_name = session_id
+        if token is not None:
+            await self._check_token(session_id, token, "username")
+            await self._resolve(session_id)
+            await self._admit(session_id)
+            return False
+        if "publickey" not in methods and "none" not in methods:
+            return True  # token only: nothing is resolved (no ensure) before a token verifies
+        await self._resolve(session_id)
+        if "none" in methods:
+            await self._admit(session_id)
+            return False  # the username is the session ID, as in the original
+        try:
+            sandbox = self._resolved.sandbox if self._resolved else None
+            assert sandbox is not None
+            text = await self._state.metrics.timed(
+                self._state.metrics.hook_latency,
+                "authorized_keys",
+                lambda: collect_authorized_keys(sandbox, self._state.key_sources),
+            )
+        except Exception as error:
+            self._outcome = "rejected: authorized keys unavailable"
+            self._outcome_class = "refused"
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_BY_APPLICATION,
+                f'session "{session_id}": cannot read its authorized keys: {one_line(error)}',
+            ) from None
+        keys = parse_authorized_keys(text, session_id)
+        if keys is not None and self._conn is not None:
+            self._conn.set_authorized_keys(keys)
+        return True
+
+    async def _resolve(self, session_id: str) -> None:
+        """Find (and ensure) the session's sandbox, and what the connection needs of it."""
         try:
             self._resolved = await resolve_connection(
-                self._state.hooks, username, notify=self._send_banner
+                self._state.hooks, session_id, notify=self._send_banner
             )
         except ConnectionRejected as rejection:
             self._outcome = f"rejected: {rejection}"
             self._outcome_class = "refused"
             self._audit.record(
-                "connection.rejected", username=username[:200], reason=str(rejection)
+                "connection.rejected", username=session_id[:200], reason=str(rejection)
             )
             raise asyncssh.DisconnectError(asyncssh.DISC_BY_APPLICATION, str(rejection)) from None
-        live = self._state.live.live_connections(username)
+        live = self._state.live.live_connections(session_id)
         if live >= self._state.max_connections_per_session:
             self._outcome = "rejected: too many connections to this session"
             self._limited("per_session")
             raise asyncssh.DisconnectError(
                 asyncssh.DISC_TOO_MANY_CONNECTIONS,
-                f'session "{username}": too many connections ({live}) to this session',
+                f'session "{session_id}": too many connections ({live}) to this session',
             )
-        self._audit.context["session"] = username
+        self._audit.context["session"] = session_id
         self._forwarding = Forwarding(
             self._state.hooks.provider,
             self._resolved,
@@ -252,25 +341,65 @@ class GatewayConnection(asyncssh.SSHServer):
             serve_agent(
                 self._conn, self._agent, self._state.agent_forwarding, self._log, self._forwarding
             )
-        if self._state.auth_mode == "none":
-            return False  # the username is the session ID, as in the original
+
+    async def _check_token(self, session_id: str, token: str, via: str) -> None:
+        """Let the token in, or disconnect with one line; the token itself goes nowhere."""
+        verifier = self._state.token_verifier
         try:
-            sandbox = self._resolved.sandbox
-            text = await self._state.metrics.timed(
-                self._state.metrics.hook_latency,
-                "authorized_keys",
-                lambda: collect_authorized_keys(sandbox, self._state.key_sources),
-            )
+            check_session_id(session_id, self._state.hooks.session_id_pattern)
+            if verifier is None:
+                raise TokenRefused("token authentication is not configured")
+            await verifier.verify_token(session_id, token)
+        except asyncio.CancelledError:
+            raise
+        except (TokenRefused, ConnectionRejected) as refusal:
+            reason = str(refusal)
         except Exception as error:
-            self._outcome = "rejected: authorized keys unavailable"
-            self._outcome_class = "refused"
-            raise asyncssh.DisconnectError(
-                asyncssh.DISC_BY_APPLICATION,
-                f'session "{username}": cannot read its authorized keys: {one_line(error)}',
-            ) from None
-        keys = parse_authorized_keys(text, username)
-        if keys is not None and self._conn is not None:
-            self._conn.set_authorized_keys(keys)
+            self._state.metrics.errors.labels("hook:token", type(error).__name__).inc()
+            reason = f'session "{session_id}": the token could not be checked: {one_line(error)}'
+        else:
+            self._auth_method = "token"
+            return
+        self._log.info(
+            "token refused from %s:%d (%s): %s",
+            *self._peer,
+            via,
+            reason,
+            extra=fields("auth", method="token", outcome="failure"),
+        )
+        self._state.metrics.auth.labels("token", "failure").inc()
+        self._audit.record("auth", method="token", result="failure", reason=reason)
+        self._outcome = f"rejected: {reason}"
+        self._outcome_class = "refused"
+        if self._state.sources.auth_failed(self._peer[0]):
+            self._audit.record("ban", address=self._peer[0])
+        raise asyncssh.DisconnectError(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, reason)
+
+    def password_auth_supported(self) -> bool:
+        return "token" in self._state.auth_methods
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        return await self._token_given(password, "password")
+
+    def kbdint_auth_supported(self) -> bool:
+        return "token" in self._state.auth_methods
+
+    def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> tuple[str, str, str, list[tuple[str, bool]]]:
+        return "", f'The access token for session "{self._session_name}"', "", [("Token: ", False)]
+
+    async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> bool:
+        if len(responses) != 1:
+            return False
+        return await self._token_given(responses[0], "keyboard-interactive")
+
+    async def _token_given(self, token: str, via: str) -> bool:
+        session_id = self._session_name
+        await self._check_token(session_id, token, via)
+        if self._resolved is None:
+            await self._resolve(session_id)
+        await self._admit(session_id)
         return True
 
     def public_key_auth_supported(self) -> bool:
@@ -281,7 +410,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 asyncssh.DISC_ILLEGAL_USER_NAME,
                 "the username is the session ID, and it is empty",
             )
-        return self._state.auth_mode == "publickey"
+        return "publickey" in self._state.auth_methods
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         return False  # only keys from the authorized sources, matched by asyncssh
@@ -294,10 +423,12 @@ class GatewayConnection(asyncssh.SSHServer):
         resolved = self._resolved
         assert resolved is not None
         self._done_authenticating()
-        self._audit.record(
-            "auth", method=self._state.auth_mode, result="success", key=self._key_fingerprint
-        )
-        self._state.metrics.auth.labels(self._state.auth_mode, "success").inc()
+        if not self._admit_to_quotas(resolved):
+            return
+        methods = self._state.auth_methods
+        method = "none" if "none" in methods else self._auth_method
+        self._audit.record("auth", method=method, result="success", key=self._key_fingerprint)
+        self._state.metrics.auth.labels(method, "success").inc()
         self._authenticated_at = time.monotonic()
         self._audit.context["sandbox"] = resolved.sandbox.id[:12]
         self._audit.context["user"] = resolved.user.username
@@ -309,6 +440,14 @@ class GatewayConnection(asyncssh.SSHServer):
             user=resolved.user.username,
         )
         self._live_release = self._state.live.track(resolved.session_id)
+        age = self._state.max_connection_age
+        if age > 0:
+            self._age_limit = asyncio.get_running_loop().call_later(
+                age, self._too_old, format_duration(age)
+            )
+        self._loop_share = self._state.loop_shares.join(resolved.session_id)
+        if self._forwarding is not None:
+            self._forwarding.loop_share = self._loop_share
         self._log.info(
             "connection opened: session=%s remote=%s:%d sandbox=%s user=%s",
             resolved.session_id,
@@ -351,6 +490,10 @@ class GatewayConnection(asyncssh.SSHServer):
                 f"too many sessions on this connection (at most {self._state.max_sessions})",
             )
 
+        loop_share = self._loop_share
+        if loop_share is not None:
+            loop_share.touch()
+
         def make_session(adapter: SSHChannelAdapter) -> SessionChannel:
             return SessionChannel(
                 self._state.hooks.provider,
@@ -368,9 +511,27 @@ class GatewayConnection(asyncssh.SSHServer):
                 agent=self._agent,
                 recording=self._state.recording,
                 forwarding=self._forwarding,
+                loop_share=loop_share,
+                quota=self._quota,
             )
 
-        adapter = SSHChannelAdapter(make_session, on_close=self._sessions.discard)
+        channel_released: Release = lambda: None  # noqa: E731
+        if self._quota is not None:
+            try:
+                channel_released = self._quota.channel()
+            except QuotaExceeded as error:
+                self._state.metrics.refusals.labels(f"quota_{error.quota}").inc()
+                raise asyncssh.ChannelOpenError(
+                    asyncssh.OPEN_RESOURCE_SHORTAGE, str(error)
+                ) from None
+            self._quota_channels.add(channel_released)
+
+        def closed(adapter: SSHChannelAdapter) -> None:
+            self._sessions.discard(adapter)
+            self._quota_channels.discard(channel_released)
+            channel_released()
+
+        adapter = SSHChannelAdapter(make_session, on_close=closed)
         self._sessions.add(adapter)
         return adapter
 
@@ -424,6 +585,25 @@ class GatewayConnection(asyncssh.SSHServer):
         self._done_authenticating()
         if self._live_release is not None:
             self._live_release()
+        if self._loop_share is not None:
+            loop_share, self._loop_share = self._loop_share, None
+            loop_share.leave()
+        if self._age_limit is not None:
+            self._age_limit.cancel()
+        if self._traffic_check is not None:
+            self._traffic_check.cancel()
+            with contextlib.suppress(QuotaExceeded):
+                self._count_traffic()  # the last second's bytes count too
+        for release in list(self._quota_channels):
+            release()
+        if self._quota_release is not None:
+            self._quota_release()
+        if self._admission is not None:
+            admission, self._admission = self._admission, None
+            try:
+                admission()
+            except Exception:
+                self._log.exception("admission release failed", extra=fields("hook.error"))
         for adapter in list(self._sessions):
             adapter.connection_lost(None)  # idempotent; asyncssh also closes each channel
         if self._agent is not None:
@@ -486,6 +666,56 @@ class GatewayConnection(asyncssh.SSHServer):
         if isinstance(exc, (ConnectionError, asyncio.IncompleteReadError)):
             return "connection lost"
         return f"error: {type(exc).__name__}"
+
+    def _admit_to_quotas(self, resolved: ResolvedConnection) -> bool:
+        """Count the connection against its tenant's quotas; False (and closed) when over."""
+        table = self._state.quota_table
+        quotas = self._state.quotas.over(resolved.user.quotas)
+        if table is None or quotas == Quotas():
+            return True
+        quota = TenantQuota(table, resolved.user.tenant or resolved.session_id, quotas)
+        try:
+            quota.check_traffic()
+            self._quota_release = quota.connection()
+        except QuotaExceeded as error:
+            self._quota_refused(error)
+            return False
+        self._quota = quota
+        if self._forwarding is not None:
+            self._forwarding.quota = quota
+        if quotas.bytes_in_per_hour is not None or quotas.bytes_out_per_hour is not None:
+            self._count_traffic()
+        return True
+
+    def _count_traffic(self) -> None:
+        """Add the connection's bytes since the last count to its tenant's, once a second."""
+        self._traffic_check = None
+        if self._quota is None or self._traffic is None:
+            return
+        sent, received = self._traffic.read()
+        if sent is None or received is None:
+            return
+        before_sent, before_received = self._traffic_counted
+        self._traffic_counted = (sent, received)
+        try:
+            self._quota.traffic(sent - before_sent, received - before_received)
+        except QuotaExceeded as error:
+            self._quota_refused(error)
+            return
+        self._traffic_check = asyncio.get_running_loop().call_later(1.0, self._count_traffic)
+
+    def _quota_refused(self, error: QuotaExceeded) -> None:
+        self._state.metrics.refusals.labels(f"quota_{error.quota}").inc()
+        self._outcome = f"closed: {error}"
+        self._outcome_class = "limited"
+        self._log.warning(
+            "%s: %s", self.session_id, error, extra=fields("quota", quota=error.quota)
+        )
+        self.close(str(error))
+
+    def _too_old(self, age: str) -> None:
+        self._outcome = f"closed: the connection reached --max-connection-age {age}"
+        self.close(f"the connection reached its maximum age ({age}); connect again")
 
     def close(self, reason: str) -> None:
         if self._conn is not None:

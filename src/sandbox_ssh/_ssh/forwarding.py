@@ -34,9 +34,9 @@ def _open_error(refusal: ForwardingRefused) -> asyncssh.ChannelOpenError:
     return asyncssh.ChannelOpenError(code, str(refusal))
 
 
-async def _bridge(sock: socket.socket, release: Callable[[], None]) -> Any:
+async def _bridge(sock: socket.socket, release: Callable[[], None], forwarding: Forwarding) -> Any:
     """The channel half of a relay whose socket half is ``sock``."""
-    relay = Relay(on_socket_closed=release)
+    relay = Relay(on_socket_closed=release, loop_share=forwarding.loop_share)
     loop = asyncio.get_running_loop()
     try:
         await loop.create_connection(lambda: relay.socket_side, sock=sock)
@@ -70,7 +70,7 @@ async def _open_direct(
     except BaseException:
         release()
         raise
-    return await _bridge(sock, release)
+    return await _bridge(sock, release, forwarding)
 
 
 async def open_direct_tcp(
@@ -143,7 +143,9 @@ async def serve_relayed(
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    return await loop.create_server(lambda: Relay(start_channel).socket_side, sock=bound.sock)
+    return await loop.create_server(
+        lambda: Relay(start_channel, loop_share=forwarding.loop_share).socket_side, sock=bound.sock
+    )
 
 
 async def listen_tcp(

@@ -22,11 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
 import asyncssh
 from asyncssh.channel import SSHChannel
+
+from .._session.loop_share import TenantLoopShare
 
 log = logging.getLogger("sandbox_ssh.forwarding")
 
@@ -41,10 +44,15 @@ class Relay:
         self,
         on_socket: Callable[[Relay, asyncio.Transport], None] | None = None,
         on_socket_closed: Callable[[], None] | None = None,
+        loop_share: TenantLoopShare | None = None,
     ) -> None:
         """``on_socket`` is called once the socket half is connected (to open the channel),
-        ``on_socket_closed`` once its socket is gone (to give back its share)."""
+        ``on_socket_closed`` once its socket is gone (to give back its share); bytes from the
+        socket are relayed within the tenant's ``loop_share``."""
         self._on_socket = on_socket
+        self._loop_share = loop_share
+        self._window_full = False  # the channel's window is full: the socket is paused
+        self._share_wait: asyncio.TimerHandle | None = None  # paused for the loop share
         self.on_socket_closed = on_socket_closed
         self.socket_side = _SocketSide(self)
         self.channel_side = _ChannelSide(self)
@@ -70,7 +78,17 @@ class Relay:
 
     def socket_data(self, data: bytes) -> None:
         if self._channel_open and self._channel is not None:
+            share = self._loop_share
+            if share is None:
+                self._channel.write(data)
+                return
+            started = time.perf_counter()
             self._channel.write(data)
+            share.charge(time.perf_counter() - started)
+            delay = share.delay()
+            if delay > 0 and self._transport is not None and self._share_wait is None:
+                self._transport.pause_reading()
+                self._share_wait = asyncio.get_running_loop().call_later(delay, self._share_given)
             return
         self._early.append(data)
         self._early_size += len(data)
@@ -134,12 +152,19 @@ class Relay:
 
     # Flow control.
 
+    def _share_given(self) -> None:
+        self._share_wait = None
+        if not self._window_full and self._transport is not None:
+            self._transport.resume_reading()
+
     def pause_socket(self) -> None:
+        self._window_full = True
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_socket(self) -> None:
-        if self._transport is not None:
+        self._window_full = False
+        if self._transport is not None and self._share_wait is None:
             self._transport.resume_reading()
 
     def pause_channel(self) -> None:
@@ -161,6 +186,9 @@ class Relay:
         if self._closed and self._transport is None and self._channel is None:
             return
         self._closed = True
+        if self._share_wait is not None:
+            self._share_wait.cancel()
+            self._share_wait = None
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()

@@ -27,19 +27,25 @@ class TrafficCounter:
         with contextlib.suppress(OSError):
             self._sock = socket.socket(fileno=os.dup(fileno()))
 
-    def finish(self) -> tuple[int | None, int | None]:
-        """(bytes sent, bytes received), then release the descriptor."""
+    def read(self) -> tuple[int | None, int | None]:
+        """(bytes sent, bytes received) so far."""
         if self._sock is None:
             return None, None
         try:
             info = self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
-            if len(info) < _BYTES_RECEIVED_OFFSET + 8:
-                return None, None
-            sent = struct.unpack_from("Q", info, _BYTES_ACKED_OFFSET)[0]
-            received = struct.unpack_from("Q", info, _BYTES_RECEIVED_OFFSET)[0]
-            return int(sent), int(received)
         except OSError:
             return None, None
+        if len(info) < _BYTES_RECEIVED_OFFSET + 8:
+            return None, None
+        sent = struct.unpack_from("Q", info, _BYTES_ACKED_OFFSET)[0]
+        received = struct.unpack_from("Q", info, _BYTES_RECEIVED_OFFSET)[0]
+        return int(sent), int(received)
+
+    def finish(self) -> tuple[int | None, int | None]:
+        """(bytes sent, bytes received), then release the descriptor."""
+        try:
+            return self.read()
         finally:
-            self._sock.close()
-            self._sock = None
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
