@@ -195,7 +195,14 @@ def test_shim_messages_carry_descriptors() -> None:
 
 def test_holders_are_found_by_what_they_hold_not_by_their_session() -> None:
     read, write = os.pipe()
-    holding = subprocess.Popen(["sleep", "30"], stdout=write, start_new_session=True, pass_fds=())
+    # SIGHUP at its default even when the test run itself ignores it (under nohup).
+    holding = subprocess.Popen(
+        ["sleep", "30"],
+        stdout=write,
+        start_new_session=True,
+        pass_fds=(),
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+    )
     let_go = subprocess.Popen(["sleep", "30"], stdout=subprocess.DEVNULL)
     try:
         namespace = _holders.pid_namespace(os.getpid())
