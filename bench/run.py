@@ -800,6 +800,21 @@ def _gateway_true_ms(port: int, session_id: str, runs: int) -> list[float]:
     return [timed(argv) * 1000 for _ in range(runs)]
 
 
+def _wait_for_processes(
+    container: str, name: str, count: int, clients: Sequence[subprocess.Popen[bytes]]
+) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        running = subprocess.run(
+            ["docker", "exec", container, "pgrep", "-c", "-x", name], capture_output=True, text=True
+        ).stdout.strip()
+        if running.isdigit() and int(running) >= count:
+            return
+        if time.monotonic() > deadline or any(client.poll() is not None for client in clients):
+            raise RuntimeError(f"the {count} flood clients did not all start")
+        time.sleep(0.1)
+
+
 def workload_neighbour(bench: Bench, targets: list[Target], runs: int, floods: int = 8) -> None:
     """A healthy tenant's `ssh true` alone, then beside a sandbox flooding output to clients.
 
@@ -807,19 +822,20 @@ def workload_neighbour(bench: Bench, targets: list[Target], runs: int, floods: i
     flooded and measured in its own container, which is the same machine contention.
     """
     noisy = f"bench-noisy-{uuid.uuid4().hex[:8]}"
-    bench.sandbox(noisy)
+    noisy_container = bench.sandbox(noisy)
     alone_p50: dict[str, float | None] = {}
     alone_p99: dict[str, float | None] = {}
     beside_p50: dict[str, float | None] = {}
     beside_p99: dict[str, float | None] = {}
     ratio: dict[str, float | None] = {}
-    cases: list[tuple[str, Callable[[], list[float]], list[str]]] = []
+    cases: list[tuple[str, Callable[[], list[float]], list[str], str]] = []
     for path, (_, port) in bench.gateways.items():
         cases.append(
             (
                 path,
                 lambda port=port: _gateway_true_ms(port, bench.session_id, runs),  # type: ignore[misc]
                 [*SSH_CLIENT, "-p", str(port), f"{noisy}@127.0.0.1", "cat /dev/zero"],
+                noisy_container,
             )
         )
     sshd = next(t for t in targets if t.name == "sshd")
@@ -828,12 +844,15 @@ def workload_neighbour(bench: Bench, targets: list[Target], runs: int, floods: i
             "sshd",
             lambda: [timed(sshd.argv("true")) * 1000 for _ in range(runs)],
             sshd.argv("cat /dev/zero"),
+            bench.sshd_container,
         )
     )
-    for path, measure, flood_argv in cases:
+    for path, measure, flood_argv, flood_container in cases:
         alone = measure()
         flooding = [subprocess.Popen(flood_argv, stdout=subprocess.DEVNULL) for _ in range(floods)]
         try:
+            # Measure beside floods that flow, not beside their connections starting.
+            _wait_for_processes(flood_container, "cat", floods, flooding)
             beside = measure()
         finally:
             for client in flooding:
