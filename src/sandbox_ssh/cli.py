@@ -292,6 +292,12 @@ _TTL_OPTION = click.option(
 )
 
 
+def _session_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not re.fullmatch(DEFAULT_SESSION_ID_PATTERN, value):
+        raise click.BadParameter(f"{value!r} is not a session ID")
+    return value
+
+
 def _cli_duration(value: str) -> float:
     try:
         seconds = parse_duration(value)
@@ -344,7 +350,7 @@ def ssh_config(
 
 
 @main.command("token")
-@click.argument("session")
+@click.argument("session", callback=_session_id)
 @_TTL_OPTION
 @click.option(
     "--token-key-file",
@@ -367,8 +373,6 @@ def token_command(
 ) -> None:
     """Mint a token for SESSION (gateways with --auth token and the same --token-key-file), and
     print the ~/.ssh/config block and the ssh command that use it, host key included."""
-    if not re.fullmatch(DEFAULT_SESSION_ID_PATTERN, session):
-        raise click.BadParameter(f"{session!r} is not a session ID", param_hint="SESSION")
     try:
         key = load_token_key(token_key_file)
     except ValueError as error:
@@ -389,7 +393,7 @@ def token_command(
 
 
 @main.command("sign-key")
-@click.argument("session")
+@click.argument("session", callback=_session_id)
 @click.argument("public_key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @_TTL_OPTION
 @click.option(
@@ -406,8 +410,6 @@ def token_command(
 def sign_key(session: str, public_key: Path, ttl: float, ca_key: Path, output: Path | None) -> None:
     """Sign PUBLIC_KEY as a user certificate for SESSION (its one principal), valid for --ttl:
     `ssh -i KEY SESSION@gateway` then logs in on a gateway that trusts the CA."""
-    if not re.fullmatch(DEFAULT_SESSION_ID_PATTERN, session):
-        raise click.BadParameter(f"{session!r} is not a session ID", param_hint="SESSION")
     try:
         certificate = sign_user_key(ca_key, public_key, session, ttl)
     except ValueError as error:

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from ._release import once
 from .hooks import Quotas, Release, TokenRefused, TokenVerdict, UserInfo
 
 log = logging.getLogger("sandbox_ssh.http_hooks")
@@ -224,28 +225,12 @@ class HttpConnectionTracker:
         connection_id = uuid.uuid4().hex
         payload = {"session_id": session_id, "connection_id": connection_id, "event": "connect"}
         await self._client.call("track", self._url, payload)
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._send(session_id, connection_id, "disconnect")
-
-        return release
+        return once(lambda: self._send(session_id, connection_id, "disconnect"))
 
     def track(self, session_id: str) -> Release:
         connection_id = uuid.uuid4().hex
         self._send(session_id, connection_id, "connect")
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._send(session_id, connection_id, "disconnect")
-
-        return release
+        return once(lambda: self._send(session_id, connection_id, "disconnect"))
 
     def _send(self, session_id: str, connection_id: str, event: str) -> None:
         payload = {"session_id": session_id, "connection_id": connection_id, "event": event}

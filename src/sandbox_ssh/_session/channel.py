@@ -33,7 +33,7 @@ from .audit import ConnectionAudit, NoAudit
 from .environment import Endpoints, EnvironmentPolicy, accepts, build_environment
 from .forwarding import Forwarding
 from .loop_share import TenantLoopShare
-from .quotas import QuotaExceeded, TenantQuota
+from .quotas import TenantQuota
 from .recording import Recorder, RecordingPolicy
 from .resolve import ResolvedConnection, one_line
 from .starts import StartScheduler
@@ -361,8 +361,6 @@ class SessionChannel:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            if isinstance(error, QuotaExceeded):
-                self._metrics.refusals.labels(f"quota_{error.quota}").inc()
             self._log.warning(
                 "session %s: cannot start process: %s", self._connection.session_id, one_line(error)
             )

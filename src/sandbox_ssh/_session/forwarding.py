@@ -106,7 +106,6 @@ class Forwarding:
             channel_released = self.quota.channel()
         except QuotaExceeded as error:
             release()
-            self._metrics.refusals.labels(f"quota_{error.quota}").inc()
             raise ForwardingRefused(str(error), prohibited=False) from None
 
         def release_both() -> None:

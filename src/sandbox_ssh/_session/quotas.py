@@ -20,7 +20,10 @@ import multiprocessing
 import struct
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
+from .._metrics import Metrics
+from .._release import once
 from ..hooks import Quotas
 
 Release = Callable[[], None]
@@ -122,10 +125,18 @@ class QuotaTable:
 class TenantQuota:
     """One connection's view of its tenant's quotas."""
 
-    def __init__(self, table: QuotaTable, tenant: str, quotas: Quotas) -> None:
+    def __init__(
+        self, table: QuotaTable, tenant: str, quotas: Quotas, metrics: Metrics | None = None
+    ) -> None:
         self._table = table
         self._key = hashlib.blake2b(tenant.encode(), digest_size=_KEY_SIZE).digest()
         self.quotas = quotas
+        self._metrics = metrics or Metrics()
+
+    def _refuse(self, quota: str, message: str) -> NoReturn:
+        """Count the refusal by quota name (never by tenant), and raise it."""
+        self._metrics.refusals.labels(f"quota_{quota}").inc()
+        raise QuotaExceeded(quota, message)
 
     def _hold(self, quota: str, limit: int | None, what: str) -> Release:
         if limit is None:
@@ -142,21 +153,15 @@ class TenantQuota:
         if not self._table.update(self._key, take):
             return lambda: None  # a full table fails open: quotas bound, they do not lock out
         if refused:
-            raise QuotaExceeded(quota, f"tenant quota: at most {limit} {what} at once")
-        released = False
+            self._refuse(quota, f"tenant quota: at most {limit} {what} at once")
+
+        def give_back(counters: _Counters) -> None:
+            setattr(counters, quota, max(0, getattr(counters, quota) - 1))
 
         def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
-
-            def give_back(counters: _Counters) -> None:
-                setattr(counters, quota, max(0, getattr(counters, quota) - 1))
-
             self._table.update(self._key, give_back)
 
-        return release
+        return once(release)
 
     def connection(self) -> Release:
         return self._hold("connections", self.quotas.connections, "live connections")
@@ -182,7 +187,7 @@ class TenantQuota:
 
         self._table.update(self._key, count)
         if refused:
-            raise QuotaExceeded(
+            self._refuse(
                 "starts_per_minute", f"tenant quota: at most {limit} process starts a minute"
             )
 
@@ -204,11 +209,11 @@ class TenantQuota:
 
         self._table.update(self._key, count)
         if out_limit is not None and totals[0] > out_limit:
-            raise QuotaExceeded(
+            self._refuse(
                 "bytes_out_per_hour", f"tenant quota: at most {_size(out_limit)} an hour to clients"
             )
         if in_limit is not None and totals[1] > in_limit:
-            raise QuotaExceeded(
+            self._refuse(
                 "bytes_in_per_hour", f"tenant quota: at most {_size(in_limit)} an hour from clients"
             )
 

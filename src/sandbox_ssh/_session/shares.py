@@ -10,6 +10,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 
+from .._release import once
+
 Release = Callable[[], None]
 
 # Forwarded connections (-L, -D, -W, -R, and socket forwards) one session may have open.
@@ -29,15 +31,10 @@ class TenantShares:
         if self._held[tenant] >= self.per_tenant:
             return None
         self._held[tenant] += 1
-        released = False
 
         def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
             self._held[tenant] -= 1
             if self._held[tenant] <= 0:
                 del self._held[tenant]
 
-        return release
+        return once(release)

@@ -520,7 +520,6 @@ class GatewayConnection(asyncssh.SSHServer):
             try:
                 channel_released = self._quota.channel()
             except QuotaExceeded as error:
-                self._state.metrics.refusals.labels(f"quota_{error.quota}").inc()
                 raise asyncssh.ChannelOpenError(
                     asyncssh.OPEN_RESOURCE_SHORTAGE, str(error)
                 ) from None
@@ -673,7 +672,8 @@ class GatewayConnection(asyncssh.SSHServer):
         quotas = self._state.quotas.over(resolved.user.quotas)
         if table is None or quotas == Quotas():
             return True
-        quota = TenantQuota(table, resolved.user.tenant or resolved.session_id, quotas)
+        tenant = resolved.user.tenant or resolved.session_id
+        quota = TenantQuota(table, tenant, quotas, self._state.metrics)
         try:
             quota.check_traffic()
             self._quota_release = quota.connection()
@@ -684,12 +684,21 @@ class GatewayConnection(asyncssh.SSHServer):
         if self._forwarding is not None:
             self._forwarding.quota = quota
         if quotas.bytes_in_per_hour is not None or quotas.bytes_out_per_hour is not None:
-            self._count_traffic()
+            self._check_traffic()
         return True
 
-    def _count_traffic(self) -> None:
-        """Add the connection's bytes since the last count to its tenant's, once a second."""
+    def _check_traffic(self) -> None:
+        """Count the connection's bytes once a second; close it once over its tenant's quota."""
         self._traffic_check = None
+        try:
+            self._count_traffic()
+        except QuotaExceeded as error:
+            self._quota_refused(error)
+            return
+        self._traffic_check = asyncio.get_running_loop().call_later(1.0, self._check_traffic)
+
+    def _count_traffic(self) -> None:
+        """Add the connection's bytes since the last count to its tenant's."""
         if self._quota is None or self._traffic is None:
             return
         sent, received = self._traffic.read()
@@ -697,15 +706,9 @@ class GatewayConnection(asyncssh.SSHServer):
             return
         before_sent, before_received = self._traffic_counted
         self._traffic_counted = (sent, received)
-        try:
-            self._quota.traffic(sent - before_sent, received - before_received)
-        except QuotaExceeded as error:
-            self._quota_refused(error)
-            return
-        self._traffic_check = asyncio.get_running_loop().call_later(1.0, self._count_traffic)
+        self._quota.traffic(sent - before_sent, received - before_received)
 
     def _quota_refused(self, error: QuotaExceeded) -> None:
-        self._state.metrics.refusals.labels(f"quota_{error.quota}").inc()
         self._outcome = f"closed: {error}"
         self._outcome_class = "limited"
         self._log.warning(
