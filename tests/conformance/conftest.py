@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import pytest
@@ -17,9 +16,9 @@ from ..support.containers import Containers, docker
 from ..support.kubernetes import (
     NO_CLUSTER,
     REAL_KUBECONFIG,
-    REAL_NAMESPACE,
     EmulatedApiServer,
     PodMaker,
+    real_pods,
 )
 
 
@@ -27,6 +26,7 @@ class Harness(Protocol):
     """How the suite makes sandboxes and looks inside them for one backend."""
 
     name: str
+    stdin_eof: bool  # whether a client's EOF can reach a process at all
 
     def provider(self) -> SandboxProvider: ...
 
@@ -43,6 +43,7 @@ class DockerHarness:
     containers: Containers
     exec_path: ExecPath
     name: str = "docker"
+    stdin_eof: bool = True
 
     def provider(self) -> SandboxProvider:
         return DockerProvider(exec_path=self.exec_path)
@@ -66,10 +67,11 @@ class DockerHarness:
 class KubernetesHarness:
     pods: PodMaker
     name: str = "kubernetes"
+    stdin_eof: bool = True
 
     def provider(self) -> SandboxProvider:
         return KubernetesProvider(
-            namespace=self.pods.namespace, kubeconfig=str(self.pods.kubeconfig)
+            namespace=self.pods.namespace, kubeconfig=str(self.pods.kubeconfig_for_gateways)
         )
 
     def create(self, session_id: str, *, running: bool = True) -> str:
@@ -99,8 +101,8 @@ def harness(request: pytest.FixtureRequest, containers: Containers) -> Iterator[
     else:
         if not REAL_KUBECONFIG:
             pytest.skip(NO_CLUSTER)
-        pods = PodMaker(containers, Path(REAL_KUBECONFIG), real=True, namespace=REAL_NAMESPACE)
+        pods = real_pods(containers)
         try:
-            yield KubernetesHarness(pods)
+            yield KubernetesHarness(pods, stdin_eof=pods.speaks_v5())
         finally:
             pods.remove_all()

@@ -1,8 +1,11 @@
-"""An emulated Kubernetes API server over dockerd, for the Kubernetes provider's suites.
+"""An EMULATED Kubernetes API server (1.30+: v5.channel.k8s.io) over dockerd.
 
-No cluster can run on the test machines, so this serves the few endpoints the
-provider uses, the way the API server and kubelet answer them, with Docker
-containers standing in for pods:
+The only real cluster these machines can build is Kubernetes 1.20
+(scripts/test-kubernetes.sh), which speaks v4 alone. What only a newer API server
+does, stdin EOF over exec's v5 subprotocol, is therefore tested here and nowhere
+else; every pass runs the provider's suites against this stand-in. It serves the few
+endpoints the provider uses, the way the API server and kubelet answer them, with
+Docker containers standing in for pods:
 
 - ``GET /api/v1/namespaces/NS/pods?labelSelector=K=V&limit=N``: containers with
   label ``sandbox-ssh.test.namespace=NS`` (and K=V), as pods named after the
@@ -15,9 +18,9 @@ containers standing in for pods:
 - the ``portforward`` subresource: a connection to the pod's loopback (``socat`` in
   the container), with the port prefix on each channel's first message.
 
-It checks a bearer token like an API server and listens on loopback only. This is
-a stand-in for the real thing: the suites run against a real cluster instead when
-SANDBOX_SSH_TEST_KUBECONFIG is set.
+It checks a bearer token like an API server and listens on loopback only. It does
+not authorise (RBAC) at all: the Role is proven on the real cluster. The suites run
+against a real cluster as well when SANDBOX_SSH_TEST_KUBECONFIG is set.
 
 Run: ``python -m tests.support.apiserver_emulator --token T [--only-v4]``; it prints
 ``listening on PORT`` once ready.

@@ -83,7 +83,12 @@ class CliGateway:
             stdout=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
         )
-        self.host, self.port = self._wait_listening()
+        try:
+            self.host, self.port = self._wait_listening()
+        except BaseException:
+            self.process.kill()  # a gateway that never listened must not outlive its test
+            self.process.wait()
+            raise
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()
 

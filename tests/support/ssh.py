@@ -16,7 +16,8 @@ class SSHClient:
         workdir.mkdir(parents=True, exist_ok=True)
         public = Path(str(host_key_path) + ".pub").read_text().split()
         self.known_hosts = workdir / "known_hosts"
-        self.known_hosts.write_text(f"[{host}]:{port} {public[0]} {public[1]}\n")
+        name = host if port == 22 else f"[{host}]:{port}"  # how ssh itself looks it up
+        self.known_hosts.write_text(f"{name} {public[0]} {public[1]}\n")
         self.options = [
             "-F",
             "/dev/null",

@@ -78,6 +78,27 @@ def test_a_bad_environment_variable_is_named(env: dict[str, str], expected: str)
     assert result.exit_code == 2 and expected in result.output
 
 
+# Regression: on a real cluster the Deployment crash-looped with "environment variable
+# SANDBOX_SSH_PORT: unknown setting", the Service link of a Service named sandbox-ssh.
+def test_kubernetes_service_links_in_a_pod_are_not_taken_for_settings() -> None:
+    links = {
+        "SANDBOX_SSH_PORT": "tcp://10.96.0.10:22",
+        "SANDBOX_SSH_PORT_22_TCP": "tcp://10.96.0.10:22",
+        "SANDBOX_SSH_PORT_22_TCP_ADDR": "10.96.0.10",
+        "SANDBOX_SSH_PORT_22_TCP_PROTO": "tcp",
+        "SANDBOX_SSH_SERVICE_HOST": "10.96.0.10",
+        "SANDBOX_SSH_SERVICE_PORT_SSH": "22",
+        "SANDBOX_SSH_METRICS_SERVICE_PORT": "9090",
+    }
+    in_pod = check_config(env={**links, "KUBERNETES_SERVICE_HOST": "10.96.0.1"})
+    assert in_pod.exit_code == 0, in_pod.output
+    # Outside a pod, and for any other name, a misspelt setting is still an error.
+    outside = check_config(env={"SANDBOX_SSH_PORT": "tcp://10.96.0.10:22"})
+    assert outside.exit_code == 2 and "SANDBOX_SSH_PORT: unknown setting" in outside.output
+    typo = check_config(env={"SANDBOX_SSH_MAX_SESIONS": "3", "KUBERNETES_SERVICE_HOST": "x"})
+    assert typo.exit_code == 2 and "SANDBOX_SSH_MAX_SESIONS: unknown setting" in typo.output
+
+
 def test_check_config_redacts_credentials(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text('ensure-url = "https://hook:s3cret@hooks.example/ensure?token=abc123"\n')

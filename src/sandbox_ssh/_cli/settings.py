@@ -11,6 +11,7 @@ table all come from this list, and a test holds the README to it.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
@@ -109,6 +110,14 @@ def _check(ctx: click.Context, setting: Setting, value: Any, where: str) -> None
         raise SettingsError(f"{where}: {error.message}") from None
 
 
+# Kubernetes gives every pod variables for each Service of its namespace (unless the pod
+# sets enableServiceLinks: false); a Service named sandbox-ssh yields SANDBOX_SSH_PORT,
+# SANDBOX_SSH_SERVICE_HOST and so on, which are not settings.
+_SERVICE_LINK = re.compile(
+    ENV_PREFIX + r"(\w+_)?(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_\w+)?)?)"
+)
+
+
 def load_defaults(
     ctx: click.Context,
     settings: Iterable[Setting],
@@ -148,12 +157,14 @@ def load_defaults(
             raise SettingsError(f"{where}: {error.message}") from None
         _check(ctx, setting, value, where)
         values[setting.param] = value
+    in_kubernetes_pod = "KUBERNETES_SERVICE_HOST" in environ
     unknown = sorted(
         name
         for name in environ
         if name.startswith(ENV_PREFIX)
         and name not in {s.env for s in by_key.values()}
         and not name.startswith(ENV_PREFIX + "TEST_")
+        and not (in_kubernetes_pod and _SERVICE_LINK.fullmatch(name))
     )
     if unknown:
         raise SettingsError(f"environment variable {unknown[0]}: unknown setting")
