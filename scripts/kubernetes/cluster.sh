@@ -33,7 +33,10 @@ say() { echo "cluster.sh: $*" >&2; }
 
 command_name="${1:-}"; shift || true
 DIR=/tmp/sandbox-ssh-k8s
-if [ $# -gt 0 ] && [ "$1" != "--" ]; then DIR="$1"; shift; fi
+case "$command_name" in
+    import) if [ $# -ge 2 ]; then DIR="$1"; shift; fi ;;  # import [DIR] IMAGE
+    *) if [ $# -gt 0 ] && [ "$1" != "--" ]; then DIR="$1"; shift; fi ;;
+esac
 PKI="$DIR/pki"; LOGS="$DIR/logs"; RUN="$DIR/run"
 SOCK="$RUN/containerd.sock"
 in_netns() { nsenter --net="/run/netns/$NETNS" -- "$@"; }
