@@ -228,17 +228,13 @@ def test_the_role_is_minimal_each_rule_carries_a_named_feature(
         "SYSTEM:'echo hello from the pod' >/dev/null 2>&1 &",
     )
     rules = cluster.role["rules"]
+    as_the_service_account = [
+        *("--provider", "kubernetes", "--namespace", cluster.sandbox_namespace),
+        *("--kubeconfig", str(cluster.gateway_kubeconfig)),
+    ]
 
     def gateway() -> CliGateway:
-        return CliGateway(
-            tmp_path / "host_key",
-            "--provider",
-            "kubernetes",
-            "--kubeconfig",
-            str(cluster.gateway_kubeconfig),
-            "--namespace",
-            cluster.sandbox_namespace,
-        )
+        return CliGateway(tmp_path / "host_key", *as_the_service_account)
 
     def without(resource: str, verb: str | None = None) -> list[dict[str, Any]]:
         kept = []
@@ -261,16 +257,7 @@ def test_the_role_is_minimal_each_rule_carries_a_named_feature(
     # Rule 1, list pods: finding a session's pod. Without it the gateway does not start.
     cluster.set_role_rules(without("pods"))
     result = serve_once(
-        "--provider",
-        "kubernetes",
-        "--kubeconfig",
-        str(cluster.gateway_kubeconfig),
-        "--namespace",
-        cluster.sandbox_namespace,
-        "--host-key",
-        str(tmp_path / "host_key"),
-        "--listen",
-        "127.0.0.1:0",
+        *as_the_service_account, "--host-key", str(tmp_path / "host_key"), "--listen", "127.0.0.1:0"
     )
     assert result.returncode != 0
     assert f"cannot list pods in namespace {cluster.sandbox_namespace}" in result.stderr
