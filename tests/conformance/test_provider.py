@@ -20,6 +20,7 @@ from sandbox_ssh import (
 )
 
 from ..support.containers import new_session_id
+from ..support.kubernetes import NO_STDIN_EOF
 from ..support.wait import wait_until
 from .conftest import Harness
 
@@ -93,7 +94,7 @@ def test_two_sandboxes_for_one_session_raise(harness: Harness) -> None:
 
 def test_stdout_stderr_exit_code_and_half_close(harness: Harness) -> None:
     if not harness.stdin_eof:
-        pytest.skip("v4.channel.k8s.io has no stdin EOF (Kubernetes before 1.30)")
+        pytest.skip(NO_STDIN_EOF)
     session_id = new_session_id()
     harness.create(session_id)
 

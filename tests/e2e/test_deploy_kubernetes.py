@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes_asyncio import client
 
 from sandbox_ssh.providers.kubernetes._provider import AUTHORIZED_KEYS_ANNOTATION as AUTHORIZED_KEYS
@@ -32,15 +31,14 @@ from ..support.kubernetes import (
     REAL_KUBECONFIG,
     Deployed,
     PodMaker,
-    deploy,
+    deployed_on_real_cluster,
     kubectl_at,
     real_pods,
+    rendered_manifests,
 )
 from ..support.ssh import SSHClient
-from ..support.system import REPO_ROOT, ensure_commands
 from ..support.wait import wait_until
 
-DEPLOY = REPO_ROOT / "deploy" / "kubernetes"
 MODELS = {
     "Namespace": client.V1Namespace,
     "ServiceAccount": client.V1ServiceAccount,
@@ -51,14 +49,6 @@ MODELS = {
 }
 # Fields whose schema type is IntOrString or Quantity (free-form in the models).
 _FREE_FORM = ("object", "str")
-
-
-def rendered() -> list[dict[str, Any]]:
-    ensure_commands("kubectl")
-    output = subprocess.run(
-        ["kubectl", "kustomize", str(DEPLOY)], capture_output=True, text=True, check=True
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(output) if doc]
 
 
 def unknown_fields(value: Any, type_name: str, where: str) -> list[str]:
@@ -91,7 +81,7 @@ def test_every_field_of_every_object_is_in_the_api_schema() -> None:
     assert unknown_fields(typo, "V1Deployment", "D") == [
         "D.spec.template.spec.containers[0].imagePullPolcy"
     ]
-    documents = rendered()
+    documents = rendered_manifests()
     assert sorted(doc["kind"] for doc in documents) == sorted(MODELS)
     for doc in documents:
         model = MODELS[doc["kind"]]
@@ -99,7 +89,7 @@ def test_every_field_of_every_object_is_in_the_api_schema() -> None:
 
 
 def test_rbac_allows_exactly_what_the_provider_uses_in_the_sandbox_namespace() -> None:
-    documents = {doc["kind"]: doc for doc in rendered()}
+    documents = {doc["kind"]: doc for doc in rendered_manifests()}
     role, binding = documents["Role"], documents["RoleBinding"]
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "sandboxes"
     rules = {
@@ -119,7 +109,7 @@ def test_rbac_allows_exactly_what_the_provider_uses_in_the_sandbox_namespace() -
 
 
 def test_the_deployments_arguments_are_a_valid_configuration(tmp_path: Path) -> None:
-    deployment = {doc["kind"]: doc for doc in rendered()}["Deployment"]
+    deployment = {doc["kind"]: doc for doc in rendered_manifests()}["Deployment"]
     spec = deployment["spec"]["template"]["spec"]
     gateway = spec["containers"][0]
     assert deployment["spec"]["replicas"] >= 2
@@ -153,8 +143,7 @@ def deployed(containers: Containers, client_tools: None) -> Iterator[tuple[Deplo
     if not REAL_KUBECONFIG:
         pytest.skip(NO_CLUSTER)
     pods = real_pods(containers)
-    assert pods.gateway_kubeconfig is not None
-    deployed = deploy(pods.kubeconfig, pods.gateway_kubeconfig.parent)
+    deployed = deployed_on_real_cluster()
     try:
         yield deployed, pods
     finally:

@@ -24,6 +24,7 @@ from ..support.containers import Containers
 from ..support.gateway import CliGateway
 from ..support.kubernetes import (
     NO_CLUSTER,
+    NO_STDIN_EOF,
     REAL_KUBECONFIG,
     EmulatedApiServer,
     PodMaker,
@@ -139,7 +140,7 @@ def test_sftp_and_scp_round_trip(
     if not cluster.pods.speaks_v5():
         # Found on the real 1.20 cluster: sftp-server and scp -f end on their stdin's EOF,
         # which v4 cannot carry, so both transfers complete and then never end.
-        pytest.skip("v4.channel.k8s.io has no stdin EOF (Kubernetes before 1.30)")
+        pytest.skip(NO_STDIN_EOF)
     _, ssh = served
     _, pod = cluster.pods.create(user="1000:1000")
     payload = tmp_path / "payload.bin"

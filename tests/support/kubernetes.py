@@ -29,6 +29,7 @@ from .wait import wait_until
 
 EMULATED_NAMESPACE = "sandboxes"
 HOLDING_SCHEDULER = "sandbox-ssh-test-hold"
+NO_STDIN_EOF = "v4.channel.k8s.io has no stdin EOF (Kubernetes before 1.30)"
 NAMESPACE_LABEL = "sandbox-ssh.test.namespace"
 ANNOTATION_PREFIX = "sandbox-ssh.test.annotation."
 REAL_KUBECONFIG = os.environ.get("SANDBOX_SSH_TEST_KUBECONFIG")
@@ -38,17 +39,16 @@ NO_CLUSTER = (
 )
 
 
-def kubeconfig_text(server: str, token: str) -> str:
+def kubeconfig_text(cluster: dict[str, Any], token: str) -> str:
+    """A kubeconfig for ``cluster`` (its server, and CA data if any) with a bearer token."""
     return json.dumps(
         {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "emulated", "cluster": {"server": server}}],
-            "users": [{"name": "emulated", "user": {"token": token}}],
-            "contexts": [
-                {"name": "emulated", "context": {"cluster": "emulated", "user": "emulated"}}
-            ],
-            "current-context": "emulated",
+            "clusters": [{"name": "test", "cluster": cluster}],
+            "users": [{"name": "test", "user": {"token": token}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            "current-context": "test",
         }
     )
 
@@ -85,7 +85,7 @@ class EmulatedApiServer:
         port = int(line.split()[-1])
         workdir.mkdir(parents=True, exist_ok=True)
         kubeconfig = workdir / "kubeconfig"
-        kubeconfig.write_text(kubeconfig_text(f"http://127.0.0.1:{port}", token))
+        kubeconfig.write_text(kubeconfig_text({"server": f"http://127.0.0.1:{port}"}, token))
         kubeconfig.chmod(0o600)
         return cls(kubeconfig, process)
 
@@ -193,14 +193,7 @@ class PodMaker:
         self.kubectl("create", "-f", "-", input=json.dumps(binding).encode())
 
     def kubectl(self, *args: str, input: bytes | None = None) -> str:
-        ensure_commands("kubectl")
-        result = subprocess.run(
-            ["kubectl", "--kubeconfig", str(self.kubeconfig), "-n", self.namespace, *args],
-            input=input,
-            capture_output=True,
-            check=True,
-        )
-        return result.stdout.decode()
+        return kubectl_at(self.kubeconfig, "-n", self.namespace, *args, input=input)
 
     def exec(self, sandbox_id: str, *argv: str) -> str:
         if self.real:
@@ -247,6 +240,7 @@ def kubectl_at(kubeconfig: Path, *args: str, input: bytes | None = None) -> str:
 
 def rendered_manifests() -> list[dict[str, Any]]:
     """deploy/kubernetes/ as `kubectl kustomize` renders it."""
+    ensure_commands("kubectl")
     output = subprocess.run(
         ["kubectl", "kustomize", str(DEPLOY_DIR)], capture_output=True, text=True, check=True
     ).stdout
@@ -261,10 +255,10 @@ class Deployed:
     gateway_kubeconfig: Path  # the gateway's ServiceAccount: it has the Role, nothing more
     host_key: Path
     role: dict[str, Any]
-    rules: list[dict[str, Any]] = field(default_factory=list)  # as now applied
+    rules: list[dict[str, Any]] = field(init=False)  # as now applied
 
     def __post_init__(self) -> None:
-        self.rules = self.rules or self.role["rules"]
+        self.rules = self.role["rules"]
 
     @property
     def sandbox_namespace(self) -> str:
@@ -297,7 +291,7 @@ _deployed: Deployed | None = None
 _deploy_failure: str | None = None
 
 
-def deploy(admin: Path, workdir: Path) -> Deployed:
+def deployed_on_real_cluster() -> Deployed:
     """Apply deploy/kubernetes/ to the cluster once per run, as its README says.
 
     The host-key Secret is made first, the platform's URLs are dropped from the
@@ -309,8 +303,10 @@ def deploy(admin: Path, workdir: Path) -> Deployed:
         return _deployed
     if _deploy_failure is not None:
         raise RuntimeError(f"deploy/kubernetes/ could not be applied: {_deploy_failure}")
+    assert REAL_KUBECONFIG, NO_CLUSTER
+    workdir = Path(tempfile.gettempdir()) / "sandbox-ssh-k8s-deploy"
     try:
-        _deployed = _deploy(admin, workdir)
+        _deployed = _deploy(Path(REAL_KUBECONFIG), workdir)
     except Exception as error:
         _deploy_failure = str(error)
         raise
@@ -374,31 +370,17 @@ def _deploy(admin: Path, workdir: Path) -> Deployed:
     server_config = json.loads(kubectl_at(admin, "config", "view", "--raw", "-o", "json"))
     cluster = server_config["clusters"][0]["cluster"]
     gateway_kubeconfig = workdir / "gateway.kubeconfig"
-    gateway_kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "real", "cluster": cluster}],
-                "users": [{"name": "sandbox-ssh", "user": {"token": token}}],
-                "contexts": [
-                    {"name": "real", "context": {"cluster": "real", "user": "sandbox-ssh"}}
-                ],
-                "current-context": "real",
-            }
-        )
-    )
+    gateway_kubeconfig.write_text(kubeconfig_text(cluster, token))
     gateway_kubeconfig.chmod(0o600)
     return Deployed(admin, gateway_kubeconfig, host_key, role)
 
 
 def real_pods(containers: Containers) -> PodMaker:
     """Pods on the real cluster, in the Role's namespace, served as its ServiceAccount."""
-    assert REAL_KUBECONFIG, NO_CLUSTER
-    deployed = deploy(Path(REAL_KUBECONFIG), Path(tempfile.gettempdir()) / "sandbox-ssh-k8s-deploy")
+    deployed = deployed_on_real_cluster()
     return PodMaker(
         containers,
-        Path(REAL_KUBECONFIG),
+        deployed.admin,
         real=True,
         namespace=deployed.sandbox_namespace,
         gateway_kubeconfig=deployed.gateway_kubeconfig,
