@@ -145,8 +145,9 @@ def regress(
             *extra,
             "--listen",
             f"127.0.0.1:{harness.port}",
-        ):
+        ) as gateway:
             harness.serve_through(int(str(sandbox.state()["Pid"])), extra)
+            harness.gateway_log = gateway.log_text
             yield harness
     finally:
         harness.close()
@@ -156,8 +157,13 @@ def regress(
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", APPLICABLE)
 def test_openssh_regress(regress: RegressHarness, name: str) -> None:
+    log_before = len(regress.gateway_log())
     run = regress.run(name, timeout=600)
-    assert run.returncode == 0, f"{name} failed:\n{run.output}\n--- its log ---\n{run.log[-6000:]}"
+    assert run.returncode == 0, (
+        f"{name} failed:\n{run.output}\n--- its log ---\n{run.log[-6000:]}"
+        f"\n--- the end of ssh's log ---\n{run.ssh_log[-6000:]}"
+        f"\n--- the gateway's log meanwhile ---\n{regress.gateway_log()[log_before:][-6000:]}"
+    )
 
 
 def test_every_script_of_the_suite_is_run_or_says_why_not() -> None:

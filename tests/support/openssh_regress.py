@@ -28,7 +28,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +130,8 @@ class RegressRun:
     returncode: int
     output: str
     log: str
+    # The clients' own debug log (LogLevel DEBUG3), which test-exec.sh keeps on failure.
+    ssh_log: str
 
 
 class RegressHarness:
@@ -143,6 +145,8 @@ class RegressHarness:
             ["id", "-un"], capture_output=True, text=True, check=True
         ).stdout.strip()
         self._relays: list[subprocess.Popen[bytes]] = []
+        # The main gateway's log so far, for a failing script's report.
+        self.gateway_log: Callable[[], str] = lambda: ""
         self._netns: list[str] = []
         (obj / "build").mkdir(parents=True, exist_ok=True)
         (obj / "build" / "config.h").write_text(_CONFIG_H)
@@ -253,11 +257,12 @@ class RegressHarness:
             timeout=timeout,
             start_new_session=True,
         )
-        log = self.obj / "failed-regress.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        log.unlink(missing_ok=True)
+        logs = [self.obj / "failed-regress.log", self.obj / "failed-ssh.log"]
+        texts = [log.read_text(errors="replace") if log.exists() else "" for log in logs]
+        for log in logs:
+            log.unlink(missing_ok=True)
         return RegressRun(
-            result.returncode, (result.stdout + result.stderr).decode(errors="replace"), text
+            result.returncode, (result.stdout + result.stderr).decode(errors="replace"), *texts
         )
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import asyncssh
@@ -28,11 +29,17 @@ def serve_agent(
     allowed: bool,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
     forwarding: Forwarding,
-) -> None:
-    """Answer this connection's agent forwarding requests with a socket in the sandbox."""
-    servers: list[asyncio.AbstractServer] = []
+) -> Callable[[], None]:
+    """Answer this connection's agent forwarding requests with a socket in the sandbox.
+
+    Returns what stops serving that socket, to be called when the connection ends and
+    before ``agent.close()``: the server owns the socket's descriptor from then on, and
+    only its own close may release it (see ``_close_server``).
+    """
+    serving: asyncio.Task[asyncio.AbstractServer] | None = None
 
     async def create_agent_listener() -> bool:
+        nonlocal serving
         if not allowed:
             reason = "agent forwarding is disabled on this gateway (--no-agent-forwarding)"
         elif not conn.check_key_permission("agent-forwarding"):
@@ -45,8 +52,10 @@ def serve_agent(
             except AgentRefused as refusal:
                 reason = str(refusal)
             else:
-                if not servers:
-                    servers.append(await serve_relayed(bound, open_channel, forwarding))
+                # One server per socket, however many channels ask at once (ControlMaster).
+                if serving is None:
+                    serving = asyncio.ensure_future(serve_relayed(bound, open_channel, forwarding))
+                await asyncio.shield(serving)
                 return True
         log.info("agent forwarding refused: %s", reason, extra={"event": "agent.refused"})
         agent.refusal = reason
@@ -55,4 +64,25 @@ def serve_agent(
     async def open_channel(relay: Relay, transport: Any) -> None:
         await open_agent_channel(conn, lambda: relay.channel_side)
 
+    def stop() -> None:
+        if serving is None:
+            return
+        if serving.done():
+            _close_server(serving)
+        else:
+            serving.add_done_callback(_close_server)
+
     replace_agent_listener(conn, create_agent_listener)
+    return stop
+
+
+def _close_server(serving: asyncio.Task[asyncio.AbstractServer]) -> None:
+    """Close the agent socket's server, on the loop's thread.
+
+    Left to the garbage collector, uvloop's server and the socket object each close
+    the same descriptor number, from whichever thread collects them: the second close
+    can hit a descriptor another thread has just opened (it once took the next
+    connection's agent socket with EBADF).
+    """
+    if not serving.cancelled() and serving.exception() is None:
+        serving.result().close()

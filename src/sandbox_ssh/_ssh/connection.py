@@ -130,6 +130,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self._sessions: set[SSHChannelAdapter] = set()
         self._forwarding: Forwarding | None = None
         self._agent: AgentForwarding | None = None
+        self._stop_agent_server: Callable[[], None] | None = None
         self._subsystem_cache: dict[str, str] = {}
         self._authenticating = False
         self._live_release: Release | None = None
@@ -338,7 +339,7 @@ class GatewayConnection(asyncssh.SSHServer):
             self._state.hooks.provider, self._resolved, self._audit, self._log
         )
         if self._conn is not None:
-            serve_agent(
+            self._stop_agent_server = serve_agent(
                 self._conn, self._agent, self._state.agent_forwarding, self._log, self._forwarding
             )
 
@@ -605,6 +606,8 @@ class GatewayConnection(asyncssh.SSHServer):
                 self._log.exception("admission release failed", extra=fields("hook.error"))
         for adapter in list(self._sessions):
             adapter.connection_lost(None)  # idempotent; asyncssh also closes each channel
+        if self._stop_agent_server is not None:
+            self._stop_agent_server()
         if self._agent is not None:
             self._agent.close()
         if self._release is not None:
