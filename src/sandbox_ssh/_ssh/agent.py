@@ -82,7 +82,7 @@ def _close_server(serving: asyncio.Task[asyncio.AbstractServer]) -> None:
     Left to the garbage collector, uvloop's server and the socket object each close
     the same descriptor number, from whichever thread collects them: the second close
     can hit a descriptor another thread has just opened (it once took the next
-    connection's agent socket with EBADF).
+    connection's agent socket with EBADF; docs/upstream/uvloop-unclosed-server-double-close.md).
     """
     if not serving.cancelled() and serving.exception() is None:
         serving.result().close()
