@@ -27,7 +27,7 @@ from ._session.shares import TenantShares
 from ._session.starts import StartScheduler
 from ._session.tokens import HmacTokenVerifier, load_token_key
 from ._ssh.connection import GatewayConnection, GatewayState
-from ._ssh.hostkey import load_host_key, load_or_create_host_key
+from ._ssh.hostkey import load_host_keys
 from ._ssh.internals import use_fast_chacha
 from ._ssh.limits import SourceGuard
 from .config import (
@@ -168,8 +168,7 @@ class Server:
         if isinstance(self.config.sandbox_provider, PreparedProvider):
             await self.config.sandbox_provider.prepare()
         use_fast_chacha()
-        host_keys = [load_or_create_host_key(self.config.host_key_path)]
-        host_keys += [load_host_key(path) for path in self.config.extra_host_key_paths]
+        host_keys = load_host_keys(self.config.host_key_path, self.config.extra_host_key_paths)
         self._stopped.clear()
         self._state.stopping = False
         self._acceptor = await asyncssh.create_server(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncssh
@@ -31,6 +32,24 @@ def load_host_key(path: str | Path) -> asyncssh.SSHKey:
     except (OSError, asyncssh.KeyImportError, ValueError) as error:
         # Never overwrite: the file may be a key an operator cares about.
         raise HostKeyError(f"host key {key_path} cannot be used: {error}") from error
+
+
+def load_host_keys(path: str | Path, extra_paths: Sequence[str | Path]) -> list[asyncssh.SSHKey]:
+    """The main key (made on first start) and the extra ones, at most one per key type:
+    a client is offered one host key per algorithm, as sshd allows one HostKey per type."""
+    keys = [load_or_create_host_key(path)]
+    paths = [Path(path).expanduser()]
+    for extra in extra_paths:
+        key = load_host_key(extra)
+        for earlier_key, earlier_path in zip(keys, paths, strict=True):
+            if earlier_key.get_algorithm() == key.get_algorithm():
+                raise HostKeyError(
+                    f"host keys {earlier_path} and {Path(extra).expanduser()} are both "
+                    f"{key.get_algorithm()}: give one host key per key type"
+                )
+        keys.append(key)
+        paths.append(Path(extra).expanduser())
+    return keys
 
 
 def load_or_create_host_key(path: str | Path) -> asyncssh.SSHKey:
