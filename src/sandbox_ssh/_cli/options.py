@@ -80,8 +80,8 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
         "host-key",
         "Host key file. An ed25519 key is created there (0600, directories 0700) when missing; "
         "an unreadable or corrupt file, or one readable by group or others, stops start-up and "
-        "is never overwritten. Repeat to offer more keys (an RSA key for old clients signs with "
-        "SHA-2 only).",
+        "is never overwritten. Repeat to offer more keys, one per key type (an RSA key for old "
+        "clients signs with SHA-2 only).",
         type=FILE,
         multiple=True,
         default_text="$XDG_STATE_HOME/sandbox-ssh/ssh_host_ed25519_key (~/.local/state/...)",
