@@ -309,7 +309,7 @@ def test_regression_second_agent_connection_to_a_sandbox_hung(
 
 def _listening_agent_sockets() -> set[str]:
     """Inodes of the agent sockets this process (the in-process gateway) still listens on."""
-    own = {os.readlink(fd) for fd in Path("/proc/self/fd").iterdir() if _is_socket(fd)}
+    own = {target for fd in Path("/proc/self/fd").iterdir() if (target := _target(fd))}
     listening = set()
     for row in Path("/proc/net/unix").read_text().splitlines()[1:]:
         fields = row.split()
@@ -319,11 +319,11 @@ def _listening_agent_sockets() -> set[str]:
     return own & listening
 
 
-def _is_socket(fd: Path) -> bool:
+def _target(fd: Path) -> str | None:
     try:
-        return os.readlink(fd).startswith("socket:")
+        return os.readlink(fd)
     except OSError:  # closed since it was listed
-        return False
+        return None
 
 
 def test_regression_agent_socket_closed_twice_took_the_next_connections_descriptor(

@@ -257,13 +257,19 @@ class RegressHarness:
             timeout=timeout,
             start_new_session=True,
         )
-        logs = [self.obj / "failed-regress.log", self.obj / "failed-ssh.log"]
-        texts = [log.read_text(errors="replace") if log.exists() else "" for log in logs]
-        for log in logs:
-            log.unlink(missing_ok=True)
         return RegressRun(
-            result.returncode, (result.stdout + result.stderr).decode(errors="replace"), *texts
+            result.returncode,
+            (result.stdout + result.stderr).decode(errors="replace"),
+            log=self._take("failed-regress.log"),
+            ssh_log=self._take("failed-ssh.log"),
         )
+
+    def _take(self, name: str) -> str:
+        """A log test-exec.sh keeps on failure (appending), read and removed for the next run."""
+        log = self.obj / name
+        text = log.read_text(errors="replace") if log.exists() else ""
+        log.unlink(missing_ok=True)
+        return text
 
     def close(self) -> None:
         for relay in self._relays:

@@ -38,17 +38,16 @@ def load_host_keys(path: str | Path, extra_paths: Sequence[str | Path]) -> list[
     """The main key (made on first start) and the extra ones, at most one per key type:
     a client is offered one host key per algorithm, as sshd allows one HostKey per type."""
     keys = [load_or_create_host_key(path)]
-    paths = [Path(path).expanduser()]
-    for extra in extra_paths:
+    path_of_type = {keys[0].get_algorithm(): Path(path).expanduser()}
+    for extra in map(Path, extra_paths):
         key = load_host_key(extra)
-        for earlier_key, earlier_path in zip(keys, paths, strict=True):
-            if earlier_key.get_algorithm() == key.get_algorithm():
-                raise HostKeyError(
-                    f"host keys {earlier_path} and {Path(extra).expanduser()} are both "
-                    f"{key.get_algorithm()}: give one host key per key type"
-                )
+        earlier = path_of_type.setdefault(key.get_algorithm(), extra.expanduser())
+        if earlier != extra.expanduser():
+            raise HostKeyError(
+                f"host keys {earlier} and {extra.expanduser()} are both "
+                f"{key.get_algorithm()}: give one host key per key type"
+            )
         keys.append(key)
-        paths.append(Path(extra).expanduser())
     return keys
 
 
