@@ -12,8 +12,9 @@ install_system_packages() {
     done
     if ((${#missing[@]})); then
         echo "installing system packages: ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        # The lock the tests take too (tests/support/system.py): one apt at a time.
+        flock /run/lock/sandbox-ssh-apt.lock sh -c 'apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null' sh "${missing[@]}"
     fi
 }
 

@@ -10,7 +10,8 @@ PYTHON="${PYTHON:-$REPO_ROOT/.venv/bin/python}"
 
 if ! docker image inspect "$BASE" >/dev/null 2>&1; then
     command -v debootstrap >/dev/null || {
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+        flock /run/lock/sandbox-ssh-apt.lock sh -c 'apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null'
     }
     ROOT="$(mktemp -d /tmp/gateway-rootfs.XXXXXX)"
     trap 'rm -rf "$ROOT"' EXIT

@@ -12,7 +12,8 @@ if docker image inspect "$TAG" >/dev/null 2>&1; then
     exit 0
 fi
 command -v debootstrap >/dev/null || {
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    flock /run/lock/sandbox-ssh-apt.lock sh -c 'apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null'
 }
 
 ROOT="$(mktemp -d /tmp/sandbox-rootfs.XXXXXX)"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Kubernetes suites against a real one-node Kubernetes 1.20 cluster built from Debian 12's
 # sources (scripts/kubernetes/cluster.sh): the provider conformance suite, the end-to-end
-# Kubernetes tests, and deploy/kubernetes/ applied for real. Not part of scripts/test.sh: the
-# first build takes about 12 minutes on 2 cores (cached afterwards), more than CI's time allows.
+# Kubernetes tests, and deploy/kubernetes/ applied for real. scripts/test.sh runs it as its last
+# pass, having started the build (about 7 minutes on 2 cores, cached) in the background first.
 #
 #   ./scripts/test-kubernetes.sh [PYTEST ARGS...]
 set -euo pipefail

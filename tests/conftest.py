@@ -18,7 +18,7 @@ from sandbox_ssh.providers.docker import DockerProvider, ExecPath
 
 from .support import containers as containers_support
 from .support import gateway as gateway_support
-from .support.containers import Container, Containers, remove_stale_test_containers
+from .support.containers import Container, Containers, remove_stale_test_containers, this_run
 from .support.gateway import InProcessGateway, LoopThread
 from .support.hookserver import HookServer
 from .support.kubernetes import EmulatedApiServer
@@ -46,6 +46,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     gateway_support.EXEC_PATH = config.getoption("--exec-path")
+    # Named here, in the run's first process, so that pytest-xdist's workers inherit it:
+    # the containers of every worker then belong to this run (support/containers.py).
+    this_run()
 
 
 _FINISHED_SESSIONS: list[pytest.Session] = []

@@ -23,7 +23,8 @@ if have_all; then echo "$BIN_DIR"; exit 0; fi
 [ "$(id -u)" = 0 ] || fail "needs root to install golang-go and dpkg-dev"
 export DEBIAN_FRONTEND=noninteractive
 command -v go >/dev/null && command -v dpkg-source >/dev/null && command -v make >/dev/null \
-    || { apt-get update -qq >&2 && apt-get install -y -qq golang-go dpkg-dev make rsync >&2; } \
+    || flock /run/lock/sandbox-ssh-apt.lock sh -c \
+        'apt-get update -qq && apt-get install -y -qq golang-go dpkg-dev make rsync' >&2 \
     || fail "could not install golang-go, dpkg-dev and make from Debian"
 
 work="$CACHE_ROOT/$K8S_DEBIAN_VERSION/src"

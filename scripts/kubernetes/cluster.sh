@@ -58,7 +58,8 @@ install_packages() {
     say "installing ${missing[*]} from Debian"
     # policy-rc.d keeps Debian's etcd package from starting a server on the host's loopback.
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } \
+    flock /run/lock/sandbox-ssh-apt.lock sh -c 'apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"' sh "${missing[@]}" \
         >&2 || { rm -f /usr/sbin/policy-rc.d; fail "apt-get install ${missing[*]} failed"; }
     rm -f /usr/sbin/policy-rc.d
 }

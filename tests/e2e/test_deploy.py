@@ -6,7 +6,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from ..support.containers import TEST_LABEL, Container, docker
+from ..support.containers import RUN_LABEL, TEST_LABEL, Container, docker, this_run
 from ..support.netclient import free_port
 from ..support.ssh import SSHClient
 from ..support.system import REPO_ROOT, ensure_commands
@@ -26,6 +26,7 @@ def test_the_containerised_gateway_serves_a_session(
     state.mkdir()
     gateway = docker(
         "run", "-d", "--name", name, "--label", f"{TEST_LABEL}=deploy",
+        "--label", f"{RUN_LABEL}={this_run()}",
         "--network", "host",  # the SSH port on the host's loopback only
         "-v", "/var/run/docker.sock:/var/run/docker.sock",
         "-v", f"{state}:/var/lib/sandbox-ssh",

@@ -37,6 +37,7 @@ def start_events(container: Container, since: float) -> list[str]:
     return out.split()
 
 
+@pytest.mark.serial  # a storm: fifty handshakes at once, with nothing else competing
 def test_fifty_simultaneous_connections_to_a_stopped_sandbox_start_it_once(
     gateway_factory: GatewayFactory, containers: Containers
 ) -> None:

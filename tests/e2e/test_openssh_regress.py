@@ -9,6 +9,7 @@ no gateway equivalent, are listed below with the reason.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,10 +134,15 @@ def regress(
     obj = tmp_path_factory.mktemp("openssh-regress")
     harness = RegressHarness(obj, free_port())
     containers = Containers(sandbox_image, run_label="openssh-regress")
-    extra = ["--exec-path", exec_path]
+    # The session ID is the runner's login name (the scripts connect as $USER), the same in
+    # every pytest-xdist worker: each worker's sandbox carries it under a label of its own,
+    # which only its own gateways look at.
+    session_label = f"sandbox-ssh.test.regress-{uuid.uuid4().hex[:8]}"
+    extra = ["--exec-path", exec_path, "--session-label", session_label]
     try:
         sandbox = containers.start(
-            session_id=harness.user,
+            labelled=False,
+            labels={session_label: harness.user},
             extra=["-v", f"{obj}:{obj}", "-v", f"{SCRIPTS}:{SCRIPTS}:ro"],
         )
         with CliGateway(

@@ -358,6 +358,7 @@ def restores_dockerd() -> Iterator[None]:
     ensure_dockerd()
 
 
+@pytest.mark.serial  # stops the engine every other test uses
 def test_dockerd_stop_and_start_under_a_running_gateway(
     tmp_path: Path, containers: Containers, restores_dockerd: None, client_tools: None
 ) -> None:

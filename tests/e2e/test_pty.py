@@ -6,6 +6,7 @@ import pexpect
 
 from ..support.containers import Container
 from ..support.ssh import SSHClient
+from ..support.wait import wait_until
 
 PROMPT = "PROMPT-READY> "
 
@@ -36,6 +37,9 @@ def test_terminal_size_resize_ctrl_c_and_exit_status(ssh: SSHClient, sandbox: Co
     # Computed markers: the terminal's echo of the typed line cannot match them.
     child.sendline("echo sleeping-$((2*3)); sleep 300; echo not-$((1+1))-interrupted")
     child.expect_exact("sleeping-6")
+    # Ctrl-C once sleep runs in the terminal's foreground group: sent while bash was still
+    # between the two commands, it reached bash, and sleep then ran its 300 s.
+    wait_until(lambda: "sleep 300" in sandbox.processes())
     child.sendcontrol("c")
     child.expect_exact(PROMPT)
     assert b"not-2-interrupted" not in (child.before or b"")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Sequence
@@ -10,6 +11,11 @@ from dataclasses import dataclass
 
 TEST_LABEL = "sandbox-ssh.test"
 SESSION_LABEL = "sandbox-ssh.session"
+# Which test run started a container: "PID.STARTTIME" of the run's first process. Runs, and
+# the pytest-xdist workers of one run, share a dockerd; a run only ever removes its own
+# containers, and those of runs whose process is gone.
+RUN_LABEL = "sandbox-ssh.test.run"
+_RUN_VARIABLE = "SANDBOX_SSH_TEST_RUN"
 # Extra `docker create` arguments the engine under test needs (set by conftest): rootful
 # Podman's default rlimits exceed what root may set without CAP_SYS_RESOURCE, so its
 # containers fail to start ("error setting rlimit type 7") unless the limits are given.
@@ -21,6 +27,29 @@ def docker(*args: str, check: bool = True, input: bytes | None = None) -> str:
     if check and result.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr.decode().strip()}")
     return result.stdout.decode()
+
+
+def _process_identity(pid: int) -> str | None:
+    """``PID.STARTTIME``, which no later process with the same PID has."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            started = stat.read(4096).rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+    return f"{pid}.{started}"
+
+
+def this_run() -> str:
+    """This test run's identity; pytest-xdist's workers inherit the controller's (conftest)."""
+    run = os.environ.get(_RUN_VARIABLE)
+    if not run:
+        run = os.environ[_RUN_VARIABLE] = _process_identity(os.getpid()) or uuid.uuid4().hex
+    return run
+
+
+def _run_is_alive(run: str) -> bool:
+    pid, _, _ = run.partition(".")
+    return pid.isdigit() and _process_identity(int(pid)) == run
 
 
 def new_session_id(prefix: str = "t") -> str:
@@ -80,6 +109,8 @@ class Containers:
             "none",
             "--label",
             f"{TEST_LABEL}={self.run_label}",
+            "--label",
+            f"{RUN_LABEL}={this_run()}",
         ]
         if labelled:
             args += ["--label", f"{SESSION_LABEL}={session_id}"]
@@ -103,6 +134,19 @@ class Containers:
 
 
 def remove_stale_test_containers() -> None:
-    ids = docker("ps", "-aq", "--filter", f"label={TEST_LABEL}").split()
-    if ids:
-        docker("rm", "-f", *ids, check=False)
+    """Remove test containers left by runs that are over (killed, say); never a live run's."""
+    listed = docker(
+        "ps",
+        "-a",
+        "--filter",
+        f"label={TEST_LABEL}",
+        "--format",
+        '{{.ID}} {{.Label "' + RUN_LABEL + '"}}',
+    )
+    stale = [
+        fields[0]
+        for fields in (line.split() for line in listed.splitlines())
+        if fields and (len(fields) < 2 or not _run_is_alive(fields[1]))
+    ]
+    if stale:
+        docker("rm", "-f", *stale, check=False)

@@ -63,6 +63,71 @@ class InProcessGateway:
         self.loop.run(self.server.stop())
 
 
+class StderrLines:
+    """A child's stderr as lines, read as they come.
+
+    Read with os.read on the bare descriptor: a buffered readline() may take in two lines
+    at once and leave the second where select() cannot see it, so that a gateway's
+    "listening on" line written together with the one before it went unseen until the
+    wait timed out (test_regression_a_line_written_with_the_one_before_went_unseen).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._partial = b""  # the start of a line not yet ended
+        self._collector: threading.Thread | None = None
+
+    def _read(self) -> list[str] | None:
+        """The lines one read completes; None at EOF."""
+        data = os.read(self.fd, 65536)
+        if data:
+            *complete, self._partial = (self._partial + data).split(b"\n")
+            lines = [line.decode(errors="replace") + "\n" for line in complete]
+        elif self._partial:
+            lines, self._partial = [self._partial.decode(errors="replace")], b""
+        else:
+            return None
+        with self._lock:
+            self.lines += lines
+        return lines
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        """The first line matching ``pattern``; RuntimeError at EOF or after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.fd], [], [], 0.5)
+            if not ready:
+                continue
+            lines = self._read()
+            if lines is None:
+                raise RuntimeError(f"it exited before a line matched: {self.text()}")
+            for line in lines:
+                match = pattern.search(line)
+                if match:
+                    return match
+        raise RuntimeError(f"no line matched within {timeout:g} s: {self.text()}")
+
+    def collect(self) -> None:
+        """From now on, read on a thread of its own until EOF."""
+
+        def run() -> None:
+            while self._read() is not None:
+                pass
+
+        self._collector = threading.Thread(target=run, daemon=True)
+        self._collector.start()
+
+    def join(self, timeout: float) -> None:
+        if self._collector is not None:
+            self._collector.join(timeout)
+
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self.lines)
+
+
 class CliGateway:
     """`sandbox-ssh serve` as a subprocess; its log lines are collected as they come."""
 
@@ -75,48 +140,25 @@ class CliGateway:
             self.args += ["--exec-path", EXEC_PATH]
         if "--drain-timeout" not in args:
             self.args += ["--drain-timeout", "10s"]  # SIGTERM drains; tests stop with it
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sandbox_ssh", "serve", *self.args],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
         )
+        assert self.process.stderr is not None
+        self.stderr = StderrLines(self.process.stderr.fileno())
         try:
-            self.host, self.port = self._wait_listening()
+            listening = self.stderr.wait_for(self.LISTENING, timeout=30.0)
         except BaseException:
             self.process.kill()  # a gateway that never listened must not outlive its test
             self.process.wait()
             raise
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-
-    def _wait_listening(self, timeout: float = 30.0) -> tuple[str, int]:
-        assert self.process.stderr is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stderr], [], [], 0.5)
-            if not ready:
-                continue
-            line = self.process.stderr.readline().decode(errors="replace")
-            if not line:
-                raise RuntimeError(f"sandbox-ssh serve exited: {''.join(self.lines)}")
-            self.lines.append(line)
-            match = self.LISTENING.search(line)
-            if match:
-                return match.group(1), int(match.group(2))
-        raise RuntimeError(f"sandbox-ssh serve did not start: {''.join(self.lines)}")
-
-    def _collect(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            with self._lock:
-                self.lines.append(raw.decode(errors="replace"))
+        self.host, self.port = listening.group(1), int(listening.group(2))
+        self.stderr.collect()
 
     def log_text(self) -> str:
-        with self._lock:
-            return "".join(self.lines)
+        return self.stderr.text()
 
     def wait_for_log(self, predicate: Callable[[str], bool], timeout: float = 15.0) -> str:
         deadline = time.monotonic() + timeout
@@ -137,7 +179,7 @@ class CliGateway:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         code = self.process.wait(timeout)
-        self._reader.join(timeout)  # every line the process wrote is in log_text()
+        self.stderr.join(timeout)  # every line the process wrote is in log_text()
         return code
 
 

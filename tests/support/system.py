@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,18 +51,32 @@ _PACKAGE_FOR = {
 PODMAN_SOCKET = Path("/run/sandbox-ssh-test-podman/podman.sock")
 
 
+@contextlib.contextmanager
+def machine_wide(name: str) -> Iterator[None]:
+    """Held by one process of the machine at a time: the pytest-xdist workers of a run (and
+    other runs) install packages, start dockerd and build images one after another, and
+    whoever comes second finds the work done."""
+    lock_dir = Path("/run/lock")
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    # The scripts take the same locks with flock(1) (apt: scripts/_setup.sh).
+    with open(lock_dir / f"sandbox-ssh-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def apt_install(*packages: str) -> None:
     global _APT_UPDATED
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if not _APT_UPDATED:
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        _APT_UPDATED = True
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", *packages],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+    with machine_wide("apt"):
+        if not _APT_UPDATED:
+            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+            _APT_UPDATED = True
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *packages],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
 
 
 def ensure_commands(*commands: str) -> None:
@@ -77,15 +94,18 @@ def ensure_dockerd(timeout: float = 90.0) -> None:
     ensure_commands("docker", "dockerd")
     if _docker_answers():
         return
-    log = open("/var/log/sandbox-ssh-test-dockerd.log", "ab")  # noqa: SIM115
-    subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while not _docker_answers():
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                "dockerd did not become ready; see /var/log/sandbox-ssh-test-dockerd.log"
-            )
-        time.sleep(0.2)  # polling readiness of a daemon we started, not synchronising tests
+    with machine_wide("dockerd"):
+        if _docker_answers():
+            return  # another worker started it meanwhile
+        log = open("/var/log/sandbox-ssh-test-dockerd.log", "ab")  # noqa: SIM115
+        subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not _docker_answers():
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "dockerd did not become ready; see /var/log/sandbox-ssh-test-dockerd.log"
+                )
+            time.sleep(0.2)  # polling readiness of a daemon we started, not synchronising tests
 
 
 def _podman_answers(env: dict[str, str]) -> bool:
@@ -99,29 +119,34 @@ def ensure_podman(timeout: float = 90.0) -> str:
     env = {**os.environ, "DOCKER_HOST": docker_host}
     if _podman_answers(env):
         return docker_host
-    PODMAN_SOCKET.parent.mkdir(parents=True, exist_ok=True)
-    log = open("/var/log/sandbox-ssh-test-podman.log", "ab")  # noqa: SIM115
-    subprocess.Popen(
-        ["podman", "system", "service", "--time=0", docker_host],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while not _podman_answers(env):
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                "podman system service did not answer; see /var/log/sandbox-ssh-test-podman.log"
-            )
-        time.sleep(0.2)  # polling readiness of a service we started, not synchronising tests
+    with machine_wide("podman"):
+        if _podman_answers(env):
+            return docker_host  # another worker started it meanwhile
+        PODMAN_SOCKET.parent.mkdir(parents=True, exist_ok=True)
+        log = open("/var/log/sandbox-ssh-test-podman.log", "ab")  # noqa: SIM115
+        subprocess.Popen(
+            ["podman", "system", "service", "--time=0", docker_host],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not _podman_answers(env):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "podman system service did not answer; see /var/log/sandbox-ssh-test-podman.log"
+                )
+            time.sleep(0.2)  # polling readiness of a service we started, not synchronising tests
     return docker_host
 
 
 def ensure_sandbox_image() -> str:
+    """Built once per machine (cached by tag): the first worker builds, the others wait."""
     ensure_commands("debootstrap")
-    subprocess.run(
-        [str(REPO_ROOT / "scripts" / "build-sandbox-image.sh"), SANDBOX_IMAGE], check=True
-    )
+    with machine_wide("sandbox-image"):
+        subprocess.run(
+            [str(REPO_ROOT / "scripts" / "build-sandbox-image.sh"), SANDBOX_IMAGE], check=True
+        )
     return SANDBOX_IMAGE
 
 
