@@ -155,6 +155,7 @@ class Server:
         host, port = parse_address(self.config.address)
         self._state.auth_mode = auth_mode(self.config)
         self._state.auth_methods = auth_methods(self._state.auth_mode)
+        self._state.signature_algorithms = frozenset(self.config.host_key_algorithms)
         self._state.token_verifier = self._token_verifier()
         self._state.max_connection_age = self.config.max_connection_age
         check_algorithms(self.config)

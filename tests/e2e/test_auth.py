@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 import pytest
+
+from sandbox_ssh._ssh.algorithms import SIGNATURE_ALGS
 
 from ..conftest import GatewayFactory
 from ..support.containers import Containers
@@ -704,3 +708,93 @@ def test_no_ignore_packet_before_each_packet_unless_cbc_is_offered(
     with serving(tmp_path / "cbc", "--ciphers", "aes128-ctr,aes128-cbc") as (legacy, _):
         assert loop_thread.run(count_ignores(legacy, "aes128-ctr")) == 0
         assert loop_thread.run(count_ignores(legacy, "aes128-cbc")) > 0
+
+
+# User signature algorithms: sshd 9.2's defaults refuse ssh-rsa (SHA-1) and ssh-dss. asyncssh
+# offered only the configured list in server-sig-algs, yet verified any (found with Go's
+# x/crypto/ssh; docs/upstream/asyncssh-user-signature-algorithms.md). Each case: refused by
+# default, with the algorithm named in the gateway's log; accepted once the operator lists it.
+LEGACY_SIGNATURES = ",".join([*SIGNATURE_ALGS, "ssh-rsa", "ssh-dss"])
+
+
+@dataclass
+class SignatureCase:
+    key_kind: str  # the user's key
+    client_signs_with: str
+    ca_signs_with: str | None  # a certificate from an RSA CA, signed with this
+    refusal: str  # what the gateway logs
+
+
+SIGNATURE_CASES = {
+    "ssh-rsa-sha1": SignatureCase("ssh-rsa", "ssh-rsa", None, "signature algorithm ssh-rsa"),
+    "ssh-dss": SignatureCase(
+        "ssh-dss", "ssh-dss", None, "no accepted signature algorithm for a ssh-dss key"
+    ),
+    "dsa-certificate": SignatureCase(
+        "ssh-dss", "ssh-dss", "rsa-sha2-512", "no accepted signature algorithm for a ssh-dss key"
+    ),
+    "certificate-signed-with-sha1": SignatureCase(
+        "ssh-ed25519",
+        "ssh-ed25519",
+        "ssh-rsa",
+        "the certificate's CA signature algorithm ssh-rsa",
+    ),
+}
+
+
+def _legacy_key(kind: str) -> asyncssh.SSHKey:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cryptography deprecates DSA
+        return asyncssh.generate_private_key(kind)
+
+
+@pytest.mark.path_independent
+@pytest.mark.parametrize("case", SIGNATURE_CASES.values(), ids=SIGNATURE_CASES.keys())
+def test_regression_user_signature_algorithms_outside_the_defaults_were_accepted(
+    case: SignatureCase,
+    tmp_path: Path,
+    containers: Containers,
+    loop_thread: LoopThread,
+    client_tools: None,
+) -> None:
+    sandbox = containers.start()
+    session_id = sandbox.session_id
+    user_key = _legacy_key(case.key_kind)
+    authorized = tmp_path / "authorized"
+    authorized.mkdir()
+    gateway_args = ["--auth", "publickey", "--log-level", "info"]
+    client_key: asyncssh.SSHKey | tuple[asyncssh.SSHKey, asyncssh.SSHCertificate] = user_key
+    if case.ca_signs_with is None:
+        (authorized / session_id).write_text(user_key.export_public_key().decode())
+        gateway_args += ["--authorized-keys-dir", str(authorized)]
+    else:
+        ca = _legacy_key("ssh-rsa")
+        (tmp_path / "ca.pub").write_bytes(ca.export_public_key())
+        certificate = ca.generate_user_certificate(
+            user_key, "test-cert", principals=[session_id], sig_alg=case.ca_signs_with
+        )
+        client_key = (user_key, certificate)
+        gateway_args += ["--trusted-user-ca-keys", str(tmp_path / "ca.pub")]
+
+    async def log_in(gateway: CliGateway) -> str:
+        try:
+            async with asyncssh.connect(
+                gateway.host,
+                gateway.port,
+                username=session_id,
+                known_hosts=None,
+                client_keys=[client_key],
+                signature_algs=[case.client_signs_with],
+            ) as conn:
+                return str((await conn.run("echo in", check=True)).stdout)
+        except asyncssh.PermissionDenied:
+            return "denied"
+
+    with CliGateway(tmp_path / "host_key", *gateway_args) as gateway:
+        assert loop_thread.run(log_in(gateway)) == "denied"
+        logged = gateway.wait_for_log(lambda text: case.refusal in text)
+        refusals = [line for line in logged.splitlines() if case.refusal in line]
+        assert f'session "{session_id}": publickey from 127.0.0.1' in refusals[0]
+    listed = ["--host-key-algorithms", LEGACY_SIGNATURES]
+    with CliGateway(tmp_path / "host_key", *gateway_args, *listed) as gateway:
+        assert loop_thread.run(log_in(gateway)) == "in\n"

@@ -22,6 +22,8 @@ from ..conftest import GatewayFactory
 from ..support import halfclose
 from ..support.containers import Container, Containers, docker
 from ..support.gateway import InProcessGateway
+from ..support.goclient import run_go_client
+from ..support.ssh import SSHClient
 from ..support.system import ensure_commands
 from ..support.wait import wait_until
 
@@ -320,3 +322,12 @@ def test_ssh_audit_finds_nothing_to_fail(keyed: Keyed) -> None:
     assert report.index("(kex) mlkem768x25519-sha256") < report.index("(kex) sntrup761x25519")
     assert [line for line in report.splitlines() if "[fail]" in line] == []
     assert "ecdh-sha2-nistp" not in report
+
+
+def test_go_x_crypto_ssh_exec(ssh: SSHClient, sandbox: Container) -> None:
+    """golang.org/x/crypto/ssh 0.4 (Debian's), as Terraform, Packer, Gitea and DevPod use it."""
+    result = run_go_client(
+        ssh.host, ssh.port, sandbox.session_id, "exec", "echo out; echo err >&2; exit 5"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ['stdout="out\\n"', 'stderr="err\\n"', "status=5"]

@@ -22,6 +22,7 @@ import pytest
 
 from ..support.containers import Containers
 from ..support.gateway import CliGateway
+from ..support.goclient import run_go_client, terminal_sizes
 from ..support.kubernetes import (
     NO_CLUSTER,
     NO_STDIN_EOF,
@@ -132,6 +133,19 @@ def test_pty_session_size_and_exit_status(
     result = ssh.run(pod.session_id, "tty; stty size; exit 3", options=["-tt"])
     assert result.returncode == 3, result.stderr
     assert re.search(rb"/dev/pts/\d+\r\n\d+ \d+\r\n", result.stdout), result.stdout
+
+
+@pytest.mark.parametrize("mode", ["back-to-back", "resize-after"])
+def test_regression_a_resize_sent_with_the_shell_request_was_lost(
+    cluster: Cluster, served: tuple[CliGateway, SSHClient], mode: str
+) -> None:
+    """Go's x/crypto/ssh: window-change right before or right after the shell request; the
+    login step's stty (after the wrapper's resize) put the pty-req's size back."""
+    gateway, _ = served
+    _, pod = cluster.pods.create()
+    result = run_go_client(gateway.host, gateway.port, pod.session_id, mode)
+    assert result.returncode == 0, result.stderr
+    assert terminal_sizes(result.stdout) == ["100 100"], result.stdout
 
 
 def test_sftp_and_scp_round_trip(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pexpect
+import pytest
 
 from ..support.containers import Container
+from ..support.goclient import run_go_client, terminal_sizes
 from ..support.ssh import SSHClient
 from ..support.wait import wait_until
 
@@ -76,3 +78,24 @@ def test_pty_exec_runs_the_command_on_a_terminal(ssh: SSHClient, sandbox: Contai
     result = ssh.run(sandbox.session_id, "test -t 0 && test -t 1 && echo tty", options=["-tt"])
     assert result.stdout == b"tty\r\n"
     assert result.returncode == 0
+
+
+# Found with Go's x/crypto/ssh (the library under Terraform, Packer, Gitea, DevPod): its tools
+# send pty-req, then window-change with their real size, then shell. The login step's stty
+# put the pty-req's size back over the resize, in 26 of 27 tries; sshd's shell saw 100x100.
+@pytest.mark.parametrize("mode", ["resize-early", "back-to-back"])
+def test_regression_a_resize_sent_before_the_shell_request_was_lost(
+    ssh: SSHClient, sandbox: Container, mode: str
+) -> None:
+    """``back-to-back``: pty-req, window-change and shell with no wait in between."""
+    result = run_go_client(ssh.host, ssh.port, sandbox.session_id, mode)
+    assert result.returncode == 0, result.stderr
+    assert terminal_sizes(result.stdout) == ["100 100"], result.stdout
+
+
+def test_regression_a_resize_sent_right_after_the_shell_reply_was_lost(
+    ssh: SSHClient, sandbox: Container
+) -> None:
+    result = run_go_client(ssh.host, ssh.port, sandbox.session_id, "resize-after")
+    assert result.returncode == 0, result.stderr
+    assert terminal_sizes(result.stdout) == ["100 100"], result.stdout

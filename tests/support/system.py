@@ -43,6 +43,7 @@ _PACKAGE_FOR = {
     "npm": "npm",
     "podman": "podman",
     "kubectl": "kubernetes-client",
+    "go": "golang-go",
     "catatonit": "catatonit",  # podman run --init
     "nc.openbsd": "netcat-openbsd",  # the netcat of OpenSSH's regress scripts
 }

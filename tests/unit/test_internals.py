@@ -14,6 +14,7 @@ import asyncssh.encryption
 import asyncssh.kex
 import asyncssh.kex_dh
 import asyncssh.packet
+import asyncssh.public_key
 import pytest
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE, MSG_KEXINIT
 from asyncssh.crypto import ChachaCipher
@@ -142,6 +143,19 @@ def test_the_internals_used_still_exist() -> None:
     assert inspect.iscoroutinefunction(server.create_agent_listener)
     assert "self" in inspect.signature(server.create_agent_channel).parameters
     assert inspect.iscoroutinefunction(asyncssh.channel.SSHAgentChannel.open)
+    # accept_only_signature_algorithms (through validate_public_key): asyncssh verifies the
+    # user's signature with the key itself, which takes any algorithm the key supports, and
+    # only its server-sig-algs extension names the configured list.
+    validate = inspect.getsource(server.validate_public_key)
+    assert "key.verify(String(self._session_id) + msg, signature)" in validate
+    assert "if sig_algorithm not in self.all_sig_algorithms:" in inspect.getsource(
+        asyncssh.public_key.SSHKey.verify
+    )
+    # certificate_signature_algorithm: an OpenSSH certificate ends with the CA key, then
+    # the CA's signature.
+    construct = inspect.getsource(asyncssh.public_key.SSHOpenSSHCertificate.construct)
+    assert "signing_key = decode_ssh_public_key(packet.get_string())" in construct
+    assert "signature = packet.get_string()\n        packet.check_end()" in construct
 
 
 def test_fast_chacha_is_what_new_keys_get() -> None:

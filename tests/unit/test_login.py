@@ -10,6 +10,8 @@ from sandbox_ssh._session.login import (
 )
 from sandbox_ssh.hooks import ROOT_USER, TerminalSize, UserInfo
 
+from ..support.terminal import run_on_a_terminal
+
 
 def test_character_and_flag_modes_become_stty_arguments() -> None:
     modes = {1: 3, 3: 127, 4: 21, 6: 255, 53: 0, 51: 1, 91: 1, 42: 1, 200: 7}
@@ -50,7 +52,19 @@ def test_exec_argv_carries_the_command_as_one_argument() -> None:
 
 def test_terminal_size_and_modes_are_passed_for_a_pty() -> None:
     argv = login_argv(Mode.SHELL, ROOT_USER, None, TerminalSize(cols=100, rows=30), {53: 1})
-    assert argv[3:] == ["sandbox-ssh", "shell", "root", "30 100", "echo"]
+    assert argv[3:] == ["sandbox-ssh", "shell", "root", "30 100", "echo"]  # size: a fallback
+
+
+def test_regression_the_login_step_undid_a_resize_sent_before_it_ran() -> None:
+    """The client's pty-req said 40x80, then a window-change 100x100 that the gateway had
+    already applied: the login step's `stty rows 40 cols 80` put the old size back."""
+    argv = login_argv(Mode.EXEC, ROOT_USER, "stty size", TerminalSize(cols=80, rows=40), {53: 1})
+    assert run_on_a_terminal(argv, rows=100, cols=100).endswith("100 100\n")
+
+
+def test_a_terminal_left_without_a_size_gets_the_pty_requests() -> None:
+    argv = login_argv(Mode.EXEC, ROOT_USER, "stty size", TerminalSize(cols=80, rows=40), {53: 1})
+    assert run_on_a_terminal(argv, rows=0, cols=0).endswith("40 80\n")
 
 
 def test_login_script_is_valid_posix_sh() -> None:

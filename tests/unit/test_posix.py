@@ -4,8 +4,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from sandbox_ssh.hooks import OutputStream, SandboxError
+from sandbox_ssh.hooks import OutputStream, SandboxError, TerminalSize
 from sandbox_ssh.providers import _posix
+
+from ..support.terminal import run_on_a_terminal
 
 Receive = Callable[[], Awaitable[tuple[OutputStream, bytes] | None]]
 
@@ -25,6 +27,14 @@ def test_hangup_grace_is_counted_in_tenths() -> None:
 def test_scripts_are_valid_posix_sh() -> None:
     for script in (_posix.HANGUP_SCRIPT, _posix.PID_REPORT_SCRIPT):
         assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
+
+
+def test_regression_a_resize_before_the_pid_line_was_undone() -> None:
+    """Docker's exec API: the terminal is sized before the PID line, after which alone the
+    gateway resizes; the login step no longer sets a size over a resize."""
+    argv = _posix.pid_report_argv(["stty", "size"], TerminalSize(cols=80, rows=40))
+    lines = run_on_a_terminal(argv, rows=0, cols=0).split()
+    assert lines[0].isdigit() and lines[1:] == ["40", "80"]
 
 
 def test_pid_report_prints_the_pid_that_then_runs_the_command() -> None:

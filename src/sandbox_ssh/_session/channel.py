@@ -418,7 +418,11 @@ class SessionChannel:
         self, mode: login.Mode, command: str | None, agent_socket: str | None = None
     ) -> ProcessSpec:
         user = self._connection.user
-        terminal = self._pty.size if self._pty else None
+        terminal = None
+        if self._pty is not None:
+            # The last size the client sent: a window-change before the process exists is
+            # the size it starts with, and none is pending any more.
+            terminal, self._pending_size = self._pending_size or self._pty.size, None
         env = build_environment(
             self._connection.env,
             self._client_env,

@@ -48,12 +48,15 @@ MAIL=/var/mail/$USER
 export USER LOGNAME HOME SHELL MAIL
 if [ -t 0 ]; then
     SSH_TTY=$(tty 2>/dev/null) && export SSH_TTY
-    if [ -n "$tty_size" ]; then
-        set -f
-        rows_cols="rows ${tty_size%% *} cols ${tty_size##* }"
-        stty $rows_cols $tty_modes 2>/dev/null || stty $rows_cols 2>/dev/null
-        set +f
+    set -f
+    [ -z "$tty_modes" ] || stty $tty_modes 2>/dev/null
+    # The provider sizes the terminal before the process runs, and the gateway resizes it
+    # as the client asks; a size set here would undo a resize that came first. Only a
+    # terminal left without one (a provider that does not size it) gets the pty-req's.
+    if [ -n "$tty_size" ] && [ "$(stty size 2>/dev/null)" = "0 0" ]; then
+        stty rows "${tty_size%% *}" cols "${tty_size##* }" 2>/dev/null
     fi
+    set +f
 fi
 if ! cd "$HOME" 2>/dev/null; then
     printf 'Could not chdir to home directory %s: No such file or directory\n' "$HOME" >&2

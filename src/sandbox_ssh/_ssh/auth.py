@@ -15,7 +15,12 @@ from typing import Any
 import asyncssh
 from asyncssh.public_key import decode_ssh_certificate, decode_ssh_public_key
 
-from .internals import wrap_validate_public_key
+from .internals import (
+    certificate_signature_algorithm,
+    key_signature_algorithms,
+    signature_algorithm,
+    wrap_validate_public_key,
+)
 
 log = logging.getLogger("sandbox_ssh.auth")
 
@@ -38,6 +43,54 @@ def parse_authorized_keys(text: str, session_id: str) -> asyncssh.SSHAuthorizedK
             continue
         good.append(stripped)
     return asyncssh.import_authorized_keys("\n".join(good)) if good else None
+
+
+def signature_refusal(accepted: frozenset[str], key_data: bytes, signature: bytes) -> str | None:
+    """Why a user key or its signature is refused by its algorithm, as sshd's
+    PubkeyAcceptedAlgorithms refuses it; None when it may be used.
+
+    Without a signature (a query), a key that can sign with no accepted algorithm
+    (DSA, by default) is refused at once. A signature must use an accepted algorithm,
+    and so must the CA's signature on a certificate (sshd's CASignatureAlgorithms).
+    """
+    usable = key_signature_algorithms(key_data)
+    if usable and not accepted.intersection(usable):
+        return f"no accepted signature algorithm for a {usable[-1]} key"
+    if signature:
+        try:
+            used = signature_algorithm(signature)
+        except Exception:
+            return None  # malformed: asyncssh's own verification refuses it
+        if used not in accepted:
+            return f"signature algorithm {used} is not accepted"
+    ca_algorithm = certificate_signature_algorithm(key_data)
+    if ca_algorithm is not None and ca_algorithm not in accepted:
+        return f"the certificate's CA signature algorithm {ca_algorithm} is not accepted"
+    return None
+
+
+def accept_only_signature_algorithms(
+    conn: asyncssh.SSHServerConnection,
+    accepted: frozenset[str],
+    on_refused: Callable[[str], None],
+) -> None:
+    """Refuse user keys and signatures whose algorithm is not in ``accepted``, telling
+    ``on_refused`` why (asyncssh advertises the list in server-sig-algs but verifies a
+    signature made with any algorithm the key supports)."""
+
+    def checking(
+        original: Callable[..., Awaitable[bool]],
+    ) -> Callable[..., Awaitable[bool]]:
+        async def checked(username: str, key_data: bytes, msg: bytes, signature: bytes) -> bool:
+            refusal = signature_refusal(accepted, key_data, signature if msg else b"")
+            if refusal is not None:
+                on_refused(refusal)
+                return False
+            return await original(username, key_data, msg, signature)
+
+        return checked
+
+    wrap_validate_public_key(conn, checking)
 
 
 def limit_auth_attempts(

@@ -47,7 +47,8 @@ from ..hooks import (
 from ..tracking import InMemoryConnectionTracker
 from . import forwarding
 from .agent import serve_agent
-from .auth import limit_auth_attempts, parse_authorized_keys
+from .algorithms import SIGNATURE_ALGS
+from .auth import accept_only_signature_algorithms, limit_auth_attempts, parse_authorized_keys
 from .internals import (
     answered_in_order,
     coalesce_writes,
@@ -78,6 +79,8 @@ class GatewayState:
     auth_mode: str = "none"
     # "none", or any of "publickey" and "token".
     auth_methods: frozenset[str] = frozenset({"none"})
+    # User keys and signatures are accepted only with these (sshd's PubkeyAcceptedAlgorithms).
+    signature_algorithms: frozenset[str] = frozenset(SIGNATURE_ALGS)
     token_verifier: TokenVerifier | None = None
     admitter: ConnectionAdmitter | None = None
     max_connection_age: float = 0.0  # seconds; 0: no bound
@@ -199,6 +202,9 @@ class GatewayConnection(asyncssh.SSHServer):
         self._state.loop_shares.handshake_started()
         self._authenticating = True
         if "publickey" in self._state.auth_methods:
+            accept_only_signature_algorithms(
+                conn, self._state.signature_algorithms, self._signature_refused
+            )
             limit_auth_attempts(conn, self._auth_failed, self._auth_succeeded)
 
     def _refuse_early(self, conn: asyncssh.SSHServerConnection, reason: str, limit: str) -> None:
@@ -220,6 +226,17 @@ class GatewayConnection(asyncssh.SSHServer):
     def _limited(self, limit: str) -> None:
         self._outcome_class = "limited"
         self._state.metrics.refusals.labels(limit).inc()
+
+    def _signature_refused(self, reason: str) -> None:
+        # One line, as sshd's "signature algorithm ssh-rsa not in PubkeyAcceptedAlgorithms";
+        # the attempt then counts as a rejected key.
+        self._log.info(
+            'session "%s": publickey from %s:%d refused: %s (see --host-key-algorithms)',
+            self._session_name,
+            *self._peer,
+            reason,
+            extra=fields("auth", method="publickey", outcome="refused", reason=reason),
+        )
 
     def _auth_failed(self, fingerprint: str) -> None:
         self._log.info(

@@ -18,7 +18,14 @@ asyncssh, so an upgrade that changes one fails there, not in production.
 * ``asyncssh.encryption.ChachaCipher``: replaced by ``chacha.FastChachaCipher``
   (fewer cipher objects and copies per packet; same bytes on the wire).
 * ``SSHServerConnection.validate_public_key``: every publickey attempt passes
-  through it, so sshd's MaxAuthTries is counted there.
+  through it, so sshd's MaxAuthTries is counted there, and the signature
+  algorithms are checked there: asyncssh offers only the configured ones in
+  ``server-sig-algs`` but verifies a user's signature made with any algorithm
+  the key supports (``ssh-rsa`` with SHA-1, ``ssh-dss``), where sshd refuses
+  one not in PubkeyAcceptedAlgorithms. The signature's algorithm is the first
+  string of its blob, and a certificate's CA signature is its last field
+  (``signature_algorithm``, ``certificate_signature_algorithm``). Reproduction:
+  docs/upstream/asyncssh-user-signature-algorithms.md.
 * ``SSHChannel._report_response``: answers a request whose reply was deferred
   (``subsystem_requested`` returning None), asyncssh's own mechanism.
 * ``SSHConnection._make_keepalive_request``: one round trip to the client.
@@ -55,7 +62,12 @@ import asyncssh
 import asyncssh.connection
 import asyncssh.encryption
 from asyncssh.constants import MSG_IGNORE, MSG_KEXINIT
-from asyncssh.packet import SSHPacket
+from asyncssh.packet import SSHPacket, String
+from asyncssh.public_key import (
+    SSHOpenSSHCertificate,
+    decode_ssh_certificate,
+    decode_ssh_public_key,
+)
 
 from . import identification
 from .chacha import FastChachaCipher
@@ -139,6 +151,42 @@ def wrap_validate_public_key(
     """Route every publickey attempt (query or signed) of ``conn`` through ``wrapper``."""
     original: Callable[..., Awaitable[bool]] = conn.validate_public_key
     conn.validate_public_key = wrapper(original)  # type: ignore[method-assign, assignment]
+
+
+def signature_algorithm(signature: bytes) -> str:
+    """The algorithm an SSH signature blob names (RFC 4253 6.6: string name, string blob)."""
+    return SSHPacket(signature).get_string().decode(errors="replace")
+
+
+def certificate_signature_algorithm(key_data: bytes) -> str | None:
+    """The algorithm of the CA's signature on an OpenSSH certificate; None for a plain key.
+
+    The certificate's last two fields are the CA's public key and its signature, so the
+    signature is what follows the last copy of the CA key's wire form.
+    """
+    try:
+        certificate = decode_ssh_certificate(key_data)
+    except asyncssh.KeyImportError:
+        return None
+    if not isinstance(certificate, SSHOpenSSHCertificate):
+        return None  # an X.509 chain
+    signing_key = String(certificate.signing_key.public_data)
+    _, found, signature_field = key_data.rpartition(signing_key)
+    if not found:
+        return None
+    return signature_algorithm(SSHPacket(signature_field).get_string())
+
+
+def key_signature_algorithms(key_data: bytes) -> tuple[str, ...]:
+    """Every signature algorithm the key (or the certificate's key) can sign with."""
+    try:
+        key: Any = decode_ssh_certificate(key_data)
+    except asyncssh.KeyImportError:
+        try:
+            key = decode_ssh_public_key(key_data)
+        except asyncssh.KeyImportError:
+            return ()
+    return tuple(name.decode(errors="replace") for name in key.sig_algorithms)
 
 
 def answer_deferred_request(chan: asyncssh.SSHServerChannel[bytes], accepted: bool) -> None:

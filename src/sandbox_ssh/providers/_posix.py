@@ -10,13 +10,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from ..hooks import OutputStream, SandboxError, UserInfo
+from ..hooks import OutputStream, SandboxError, TerminalSize, UserInfo
 
 Output = tuple[OutputStream, bytes]
 
 # Prints the process's PID (in the sandbox's PID namespace) on the first line
-# of stdout, then becomes the real command with the same PID.
-PID_REPORT_SCRIPT = 'echo "$$"; exec "$@"'
+# of stdout, then becomes the real command with the same PID. $1 is "ROWS COLS" for a
+# terminal, sized before the PID line: the gateway resizes only after that line, so a
+# window-change the client sent meanwhile is never undone (Docker's exec API before 1.42
+# takes no initial size).
+PID_REPORT_SCRIPT = (
+    '[ -z "$1" ] || stty rows "${1% *}" cols "${1#* }" 2>/dev/null; shift; echo "$$"; exec "$@"'
+)
 
 # sshd accepts these names in a "signal" channel request (RFC 4254 6.10).
 SIGNAL_NAMES = frozenset(
@@ -204,8 +209,9 @@ async def _read_pid_line(
     return None, pending
 
 
-def pid_report_argv(argv: Sequence[str]) -> list[str]:
-    return ["/bin/sh", "-c", PID_REPORT_SCRIPT, "sandbox-ssh", *argv]
+def pid_report_argv(argv: Sequence[str], terminal: TerminalSize | None = None) -> list[str]:
+    size = f"{terminal.rows} {terminal.cols}" if terminal else ""
+    return ["/bin/sh", "-c", PID_REPORT_SCRIPT, "sandbox-ssh", size, *argv]
 
 
 def signal_argv(pid: int, signal_name: str) -> list[str]:

@@ -87,7 +87,7 @@ class DockerProcess:
         container = self._docker.containers.container(self._container_id)
         try:
             self._exec = await container.exec(
-                _posix.pid_report_argv(spec.argv),
+                _posix.pid_report_argv(spec.argv, spec.terminal),
                 stdin=True,
                 tty=self._tty,
                 user=exec_user,

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-# $1: 1 with a terminal, else 0.
+from ...hooks import TerminalSize
+
+# $1: "ROWS COLS" with a terminal (sized before the PID line: the gateway resizes only after
+# it, so a window-change sent meanwhile is never undone), else empty.
 LOGIN_SCRIPT = r"""
 saved=
-if [ "$1" = 1 ]; then
+if [ -n "$1" ]; then
+    stty rows "${1% *}" cols "${1#* }" 2>/dev/null
     saved=$(stty -g 2>/dev/null)
     stty -echo -icanon min 1 time 0 2>/dev/null
 fi
@@ -51,8 +55,9 @@ exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"
 """
 
 
-def login_argv(tty: bool) -> list[str]:
-    return ["/bin/sh", "-c", LOGIN_SCRIPT, "sandbox-ssh", "1" if tty else "0"]
+def login_argv(terminal: TerminalSize | None) -> list[str]:
+    size = f"{terminal.rows} {terminal.cols}" if terminal else ""
+    return ["/bin/sh", "-c", LOGIN_SCRIPT, "sandbox-ssh", size]
 
 
 def as_user_argv(uid: int, gid: int, argv: Sequence[str]) -> list[str]:

@@ -142,7 +142,7 @@ class KubernetesProcess:
                 target.namespace,
                 target.pod,
                 target.container,
-                login_argv(self._tty),
+                login_argv(spec.terminal),
                 tty=self._tty,
             )
         )
@@ -158,8 +158,6 @@ class KubernetesProcess:
             spec.user.uid, spec.user.gid, spec.workdir, spec.env, list(spec.argv)
         )
         await self._stream.send(STDIN, preamble)
-        if spec.terminal is not None:
-            await self._resize(spec.terminal)
         if not self._stream.v5:
             _warn_v4_once()
 
