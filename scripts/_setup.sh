@@ -3,6 +3,9 @@
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SANDBOX_SSH_VENV:-$REPO_ROOT/.venv}"
+# Debian's Python: serve's unprivileged fronts must be able to read the interpreter and its
+# standard library, which a Python installed under /root (pyenv) does not allow.
+BASE_PYTHON="${SANDBOX_SSH_PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || command -v python3)}"
 
 install_system_packages() {
     local wanted=(docker.io debootstrap openssh-client rsync socat python3-venv)
@@ -23,8 +26,11 @@ install_system_packages() {
 install_python_package() {
     local extras="$1" lock="$REPO_ROOT/requirements/runtime.lock"
     [[ "$extras" == *test* ]] && lock="$REPO_ROOT/requirements/test.lock"
+    if [ -x "$VENV/bin/python" ] && ! grep -q "^home = $(dirname "$BASE_PYTHON")\$" "$VENV/pyvenv.cfg"; then
+        rm -rf "$VENV"  # made from another Python: made again from $BASE_PYTHON
+    fi
     if [ ! -x "$VENV/bin/python" ]; then
-        python3 -m venv "$VENV"
+        "$BASE_PYTHON" -m venv "$VENV"
     fi
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
     "$VENV/bin/python" -m pip install -q --require-hashes -r "$lock"

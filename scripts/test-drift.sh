@@ -9,7 +9,7 @@ source "$(dirname "$0")/_setup.sh"
 DRIFT_VENV="${SANDBOX_SSH_DRIFT_VENV:-$REPO_ROOT/.venv-drift}"
 install_system_packages
 rm -rf "$DRIFT_VENV"
-python3 -m venv "$DRIFT_VENV"
+"$BASE_PYTHON" -m venv "$DRIFT_VENV"
 "$DRIFT_VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$DRIFT_VENV/bin/python" -m pip install -q --upgrade --upgrade-strategy eager -e "$REPO_ROOT[test]"
 echo "newest releases that differ from requirements/test.lock:"

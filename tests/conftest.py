@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from sandbox_ssh import Config
-from sandbox_ssh.providers.docker import DockerProvider, ExecPath
+from sandbox_ssh.providers.broker import BrokerProvider
+from sandbox_ssh.providers.docker import ExecPath
 
 from .support import containers as containers_support
 from .support import gateway as gateway_support
@@ -77,6 +79,41 @@ def pytest_report_header(config: pytest.Config) -> str:
         f"sandbox-ssh exec path: {config.getoption('--exec-path')}, "
         f"engine: {config.getoption('--engine')}"
     )
+
+
+class _ReadableByFronts:
+    """pytest's temporary folders, readable by the unprivileged user of `serve`'s fronts.
+
+    `sandbox-ssh serve` started as root reads clients' bytes in fronts that run as
+    another user and read their configuration per connection (authorized keys, CA keys,
+    kubeconfigs), as an operator's files are made readable to that user. pytest makes
+    its folders 0700: each is opened to 0755 as it is made (files keep the umask's 0644,
+    or what the test gives them).
+    """
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self._factory = factory
+
+    def _open_up(self, path: Path) -> Path:
+        for folder in (path, *path.parents):
+            os.chmod(folder, 0o755)
+            if folder.name.startswith("pytest-of-"):  # the root of pytest's folders
+                break
+        return path
+
+    def mktemp(self, basename: str, numbered: bool = True) -> Path:
+        return self._open_up(self._factory.mktemp(basename, numbered))
+
+    def getbasetemp(self) -> Path:
+        return self._open_up(self._factory.getbasetemp())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._factory, name)
+
+
+@pytest.fixture(scope="session")
+def tmp_path_factory(tmp_path_factory: pytest.TempPathFactory) -> pytest.TempPathFactory:
+    return cast(pytest.TempPathFactory, _ReadableByFronts(tmp_path_factory))
 
 
 @pytest.fixture(scope="session")
@@ -152,7 +189,8 @@ def hook_server(loop_thread: LoopThread) -> Iterator[HookServer]:
 class Gateway:
     gateway: InProcessGateway
     client: SSHClient
-    provider: DockerProvider
+    provider: BrokerProvider
+    broker: subprocess.Popen[bytes]
 
 
 GatewayFactory = Callable[..., Gateway]
@@ -168,7 +206,11 @@ def gateway_factory(
     def start(
         *, auto_start: bool = True, exec_path: ExecPath | None = None, **overrides: Any
     ) -> Gateway:
-        provider = DockerProvider(exec_path=exec_path or gateway_support.EXEC_PATH)
+        # The Docker provider behind the privileged broker, as `serve` started as root runs
+        # it: every end-to-end test through an in-process gateway goes through the broker.
+        provider, broker = BrokerProvider.spawn(
+            ["--exec-path", exec_path or gateway_support.EXEC_PATH]
+        )
         workdir = tmp_path / f"gateway-{len(started)}"
         config = Config(
             address="127.0.0.1:0",
@@ -184,13 +226,14 @@ def gateway_factory(
             setattr(config, name, value)
         gateway = InProcessGateway(loop_thread, config)
         client = SSHClient(gateway.host, gateway.port, gateway.host_key_path, workdir / "client")
-        started.append(Gateway(gateway, client, provider))
+        started.append(Gateway(gateway, client, provider, broker))
         return started[-1]
 
     yield start
     for item in started:
         item.gateway.stop()
         loop_thread.run(item.provider.close())
+        item.broker.wait(30)  # it ends once its front (the provider) has gone
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -31,14 +32,22 @@ class Endpoint:
         self._ready = ready
         self._runner: web.AppRunner | None = None
 
-    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+    async def start(
+        self, host: str, port: int, reuse_port: bool = False, sock: socket.socket | None = None
+    ) -> int:
+        """Serve on ``host:port``, or on ``sock`` when given (bound before privileges were
+        given up); returns the port."""
         app = web.Application()
         app.router.add_get("/metrics", self._serve_metrics)
         app.router.add_get("/healthz", self._serve_health)
         app.router.add_get("/readyz", self._serve_ready)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host or None, port, reuse_port=reuse_port or None)
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(self._runner, sock)
+        else:
+            site = web.TCPSite(self._runner, host or None, port, reuse_port=reuse_port or None)
         await site.start()
         addresses = self._runner.addresses
         bound = int(addresses[0][1]) if addresses else port

@@ -9,6 +9,7 @@ import datetime
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import tempfile
@@ -24,13 +25,16 @@ from . import __version__
 from ._cli.options import SERVE_SETTINGS, default_host_key_path
 from ._cli.settings import load_defaults, render
 from ._logs import configure as configure_logging
+from ._privsep.confine import Confinement, confine, writable_dir, writable_file
+from ._privsep.split import FrontSockets, become_broker, bind, run_fronts
+from ._privsep.user import FrontUser, FrontUserError, front_user
 from ._session.environment import parse_set_env
 from ._session.forwarding import ForwardingKind
 from ._session.quotas import shared_quota_table
 from ._session.resolve import DEFAULT_SESSION_ID_PATTERN
-from ._session.tokens import CachedTokenVerifier, load_token_key, mint_token
+from ._session.tokens import CachedTokenVerifier, HmacTokenVerifier, load_token_key, mint_token
 from ._ssh.certificates import sign_user_key
-from ._ssh.hostkey import HostKeyError, load_or_create_host_key
+from ._ssh.hostkey import HostKeyError, load_host_keys, load_or_create_host_key
 from .audit import AuditLog
 from .config import (
     Config,
@@ -42,7 +46,14 @@ from .config import (
     parse_address,
     parse_duration,
 )
-from .hooks import ConnectionTracker, Quotas, SandboxEnsurer, SandboxError, SandboxStopper
+from .hooks import (
+    ConnectionTracker,
+    Quotas,
+    SandboxEnsurer,
+    SandboxError,
+    SandboxStopper,
+    TokenVerifier,
+)
 from .http_hooks import (
     HttpAuthorizedKeysFetcher,
     HttpConnectionTracker,
@@ -53,6 +64,7 @@ from .http_hooks import (
     HttpTokenVerifier,
     HttpUserInfoFetcher,
 )
+from .providers.broker import BrokerProvider
 from .providers.docker import DockerProvider
 from .server import Server
 from .tracking import CombinedTracker, IdleStopper
@@ -108,7 +120,13 @@ def serve(check_config: bool, **values: Any) -> None:
         raise click.UsageError(
             "--idle-stop counts connections per process; use it with --workers 1"
         )
-    config, provider, hooks, idle_stopper, http_trackers = _build(options, check_config)
+    separated = os.geteuid() == 0
+    if options.user and not separated:
+        raise click.UsageError("--user: serve gives root up for that user; start it as root")
+    # Separated, this configuration only checks and addresses: each front builds its own.
+    config, provider, hooks, idle_stopper, http_trackers = _build(
+        options, _provider(options), check_config or separated
+    )
     try:
         auth_mode(config)
         check_algorithms(config)
@@ -117,6 +135,10 @@ def serve(check_config: bool, **values: Any) -> None:
     if check_config:
         click.echo(render(SERVE_SETTINGS, values), nl=False)
         return
+    if separated:
+        _serve_separated(options, config)
+        return
+    _warn_if_holding_the_engine(options)
     if options.workers > 1:
         # Create the key once, before the workers race to create it.
         try:
@@ -146,6 +168,185 @@ def serve(check_config: bool, **values: Any) -> None:
         ) from None
 
 
+def _warn_if_holding_the_engine(options: Any) -> None:
+    """Not root: nothing to separate; say so when this process can drive the engine."""
+    if options.provider != "docker":
+        return
+    host = options.docker_host or os.environ.get("DOCKER_HOST") or ""
+    path = host.removeprefix("unix://") if host.startswith("unix://") else "/var/run/docker.sock"
+    if not host or host.startswith("unix://"):
+        with contextlib.suppress(OSError):
+            if os.path.exists(path) and os.access(path, os.W_OK):
+                log.warning(
+                    "serve runs as uid %d with the container engine's socket (%s): the process "
+                    "that reads clients' bytes holds the engine; start it as root to "
+                    "separate the two",
+                    os.geteuid(),
+                    path,
+                )
+
+
+def _check_engine(options: Any) -> None:
+    """Refuse to start, in one line, what the broker would refuse: an engine too old, a
+    runtime path required and unavailable, a TLS engine whose streams cannot be handed over.
+
+    Checked here, before anything is forked, on a loop that is gone before the fork; the
+    broker checks again and logs what it chose.
+    """
+    provider = DockerProvider(
+        docker_host=options.docker_host, label=options.session_label, exec_path=options.exec_path
+    )
+    docker_log = logging.getLogger("sandbox_ssh.docker")
+    level = docker_log.level
+    docker_log.setLevel(logging.ERROR)  # the broker says it all once, when it prepares
+
+    async def check() -> None:
+        try:
+            await provider.prepare()
+        finally:
+            await provider.close()
+
+    try:
+        asyncio.run(check())
+    except SandboxError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        docker_log.setLevel(level)
+    problem = provider.handover_problem()
+    if problem and provider.exec_path != "runtime":
+        raise click.ClickException(problem)
+
+
+def _serve_separated(options: Any, config: Config) -> None:
+    """Root: confined fronts that read the clients, and a broker that holds root (_privsep)."""
+    if options.provider == "docker":
+        _check_engine(options)
+    try:
+        user = front_user(options.user)
+        host_keys = load_host_keys(config.host_key_path, config.extra_host_key_paths)
+    except (FrontUserError, HostKeyError) as error:
+        raise click.ClickException(str(error)) from None
+    runtime = Path(tempfile.mkdtemp(prefix="sandbox-ssh-front-", dir="/run"))
+    # Its folders first, then itself: given to the front's user last (root may lack the
+    # capability that overrides file permissions, and 0700 would then shut it out).
+    writable = [writable_dir(runtime / "tmp", user)]
+    if options.workers > 1:
+        metrics_dir = writable_dir(runtime / "metrics", user)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    writable.insert(0, writable_dir(runtime, user))
+    # The fronts' temporary files (relayed listeners, kubeconfig certificates) go here.
+    os.environ["TMPDIR"] = tempfile.tempdir = str(runtime / "tmp")
+    if options.record_dir:
+        writable.append(writable_dir(Path(options.record_dir), user))
+    if options.audit_log:
+        audit = writable_file(Path(options.audit_log), user)
+        # Its folder, when it is the front's own, so that a rotated log can be made anew.
+        writable.append(audit.parent if audit.parent.stat().st_uid == user.uid else audit)
+    if options.workers > 1:
+        config.address = _fixed_port(config.address)
+        if config.metrics_listen:
+            config.metrics_listen = _fixed_port(config.metrics_listen)
+    shared_quota_table()  # made before the fork, so that every front counts in it
+    host, port = parse_address(config.address)
+    fronts: list[FrontSockets] = []
+    brokers: list[socket.socket] = []
+    try:
+        for index in range(options.workers):
+            listen = bind(host, port)
+            metrics = bind(*parse_address(config.metrics_listen)) if config.metrics_listen else None
+            theirs = None
+            if options.provider == "docker":
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                brokers.append(ours)
+            fronts.append(FrontSockets(index + 1, listen, metrics, theirs))
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot listen on {config.address}: {error.strerror or error}"
+        ) from None
+
+    def serve_front(front: FrontSockets, confine_now: Callable[[], Confinement]) -> int:
+        for sock in brokers:
+            sock.close()
+        return _front(options, front, host_keys, confine_now, user)
+
+    pids = run_fronts(fronts, user, writable, serve_front)
+    for front in fronts:
+        for sock in front.all():
+            sock.close()
+    log.info(
+        "started %d workers: %s (unprivileged fronts, as %s, uid %d)",
+        len(pids),
+        " ".join(map(str, pids)),
+        user.name,
+        user.uid,
+    )
+    if brokers:
+        become_broker(
+            list(zip(brokers, pids, strict=True)),
+            [
+                "--docker-host",
+                options.docker_host or "",
+                "--session-label",
+                options.session_label,
+                "--exec-path",
+                options.exec_path,
+                "--start-timeout",
+                str(options.start_timeout),
+                "--log-level",
+                options.log_level,
+                "--log-format",
+                options.log_format,
+                "--remove-at-exit",
+                str(runtime),
+            ],
+        )
+    # Kubernetes: nothing needs root; this parent gives it up as well, then waits.
+    confine(user, [runtime])
+    try:
+        _wait_for(pids)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _front(
+    options: Any,
+    front: FrontSockets,
+    host_keys: list[Any],
+    confine_now: Callable[[], Confinement],
+    user: FrontUser,
+) -> int:
+    """One front, still root: built from the options, confined, then serving."""
+    if front.broker is not None:
+        provider: Provider | BrokerProvider = BrokerProvider(front.broker)
+    else:
+        provider = _provider(options)
+    config, provider, hooks, idle_stopper, http_trackers = _build(options, provider)
+    confinement = confine_now()
+    log.info(
+        "front %d (pid %d) runs as %s: no capabilities, no_new_privs, Landlock ABI %d, "
+        "seccomp filter of %d rules",
+        front.index,
+        os.getpid(),
+        user.name,
+        confinement.landlock_abi,
+        confinement.seccomp_rules,
+    )
+    try:
+        return _run(
+            _serve(
+                config,
+                provider,
+                hooks,
+                idle_stopper,
+                http_trackers,
+                adopt=(front.listen, host_keys, front.metrics),
+            )
+        )
+    except (HostKeyError, SandboxError) as error:
+        click.echo(f"Error: {error}", err=True)
+        return 1
+
+
 def _provider(options: Any) -> DockerProvider | KubernetesProvider:
     if options.provider == "docker":
         return DockerProvider(
@@ -172,11 +373,17 @@ def _provider(options: Any) -> DockerProvider | KubernetesProvider:
 
 def _build(
     options: Any,
+    provider: Provider | BrokerProvider,
     dry_run: bool = False,
-) -> tuple[Config, Provider, HttpHookClient, IdleStopper | None, list[HttpConnectionTracker]]:
+) -> tuple[
+    Config,
+    Provider | BrokerProvider,
+    HttpHookClient,
+    IdleStopper | None,
+    list[HttpConnectionTracker],
+]:
     host_keys: tuple[Path, ...] = options.host_key
     host_key_path = host_keys[0] if host_keys else default_host_key_path()
-    provider = _provider(options)
     token_file: Path | None = options.hook_token_file
     token = token_file.read_text().strip() if token_file else None
     hooks = HttpHookClient(HttpHookSettings(token=token or None, timeout=options.hook_timeout))
@@ -225,9 +432,7 @@ def _build(
         extra_host_key_paths=tuple(host_keys[1:]),
         auth=options.auth,
         token_key_file=options.token_key_file,
-        token_verifier=CachedTokenVerifier(HttpTokenVerifier(hooks, options.token_url))
-        if options.token_url
-        else None,
+        token_verifier=_token_verifier(options, hooks, dry_run),
         max_connection_age=options.max_connection_age or 0.0,
         insecure_allow_no_auth=options.insecure_allow_no_auth,
         admin_keys_path=options.admin_keys,
@@ -269,6 +474,19 @@ def _build(
         if chosen:
             setattr(config, name, chosen)
     return config, provider, hooks, idle_stopper, http_trackers
+
+
+def _token_verifier(options: Any, hooks: HttpHookClient, dry_run: bool) -> TokenVerifier | None:
+    """The hook's, or one with the shared key: read here, as root before a front gives root
+    up, so that the key file may be root's alone."""
+    if options.token_url:
+        return CachedTokenVerifier(HttpTokenVerifier(hooks, options.token_url))
+    if options.token_key_file and not dry_run:
+        try:
+            return HmacTokenVerifier(load_token_key(options.token_key_file))
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+    return None
 
 
 _HOST_OPTION = click.option(
@@ -434,7 +652,7 @@ def _fixed_port(listen: str) -> str:
         return format_address(host or "0.0.0.0", probe.getsockname()[1])
 
 
-def _run_workers(count: int, serve_one: Callable[[], None]) -> None:
+def _run_workers(count: int, serve_one: Callable[[], object]) -> None:
     """Fork ``count`` workers before any event loop exists; pass stop signals on to them."""
     pids: list[int] = []
     for _ in range(count):
@@ -450,20 +668,25 @@ def _run_workers(count: int, serve_one: Callable[[], None]) -> None:
                 os._exit(code)
         pids.append(pid)
     log.info("started %d workers: %s", count, " ".join(map(str, pids)))
+    _wait_for(pids)
+
+
+def _wait_for(pids: list[int]) -> None:
+    """Pass stop signals on to ``pids`` and wait for them; non-zero when one failed."""
 
     def forward(signum: int, frame: object) -> None:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
     failed = 0
     for pid in pids:
         _, status = os.waitpid(pid, 0)
         failed += os.waitstatus_to_exitcode(status) != 0
     if failed:
-        raise click.ClickException(f"{failed} of {count} workers failed")
+        raise click.ClickException(f"{failed} of {len(pids)} workers failed")
 
 
 # The default executor's threads (asyncssh builds each connection's options there), all
@@ -480,27 +703,32 @@ def _started_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
     return pool
 
 
-def _run(main_coroutine: Coroutine[Any, Any, None]) -> None:
+def _run(main_coroutine: Coroutine[Any, Any, int]) -> int:
     # uvloop must own the loop from the start; installing it inside asyncio.run is too late.
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main_coroutine)
-    else:
-        uvloop.run(main_coroutine)
+        return asyncio.run(main_coroutine)
+    return uvloop.run(main_coroutine)
 
 
 async def _serve(
     config: Config,
-    provider: Provider,
+    provider: Provider | BrokerProvider,
     hooks: HttpHookClient,
     idle_stopper: IdleStopper | None,
     http_trackers: list[HttpConnectionTracker],
-) -> None:
+    adopt: tuple[socket.socket, list[Any], socket.socket | None] | None = None,
+) -> int:
+    """Serve until stopped; the exit status (1 once the privileged helper is gone)."""
     server = Server(config)
+    if adopt is not None:
+        listen_sock, host_keys, metrics_sock = adopt
+        server.adopt(listen_sock, host_keys, metrics_sock)
     loop = asyncio.get_running_loop()
     loop.set_default_executor(_started_pool(_EXECUTOR_THREADS))
     stopping: list[asyncio.Task[None]] = []
+    status = 0
 
     def request_stop(name: str) -> None:
         """SIGTERM drains (a second one stops at once); SIGINT stops at once."""
@@ -511,10 +739,21 @@ async def _serve(
         log.info("received %s, stopping", name)
         stopping.append(loop.create_task(server.stop()))
 
+    def broker_lost(why: str) -> None:
+        """No new session can start (each is refused in one line): the port goes to the
+        next instance at once, live sessions end where they can, then this front exits
+        non-zero, as serve's broker already has, so that a supervisor restarts it."""
+        nonlocal status
+        status = 1
+        if not stopping:
+            stopping.append(loop.create_task(server.drain()))
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, request_stop, signal.Signals(signum).name)
     if isinstance(config.audit_sink, AuditLog):
         loop.add_signal_handler(signal.SIGHUP, config.audit_sink.reopen)
+    if isinstance(provider, BrokerProvider):
+        provider.on_lost(broker_lost)
     try:
         await server.start()
         await server.serve_forever()
@@ -527,3 +766,4 @@ async def _serve(
             await http_tracker.drain()
         await hooks.close()
         await provider.close()
+    return status

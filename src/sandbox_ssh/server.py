@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 from collections.abc import Coroutine
 from typing import Any
 
@@ -125,6 +126,24 @@ class Server:
         self.metrics_port: int | None = None  # the endpoint's bound port, once started
         self._stopped = asyncio.Event()
         self._draining = False
+        # What `sandbox-ssh serve` prepared as root before this process gave root up: its
+        # listening sockets and host keys (see adopt()).
+        self._listen_sock: socket.socket | None = None
+        self._metrics_sock: socket.socket | None = None
+        self._host_keys: list[asyncssh.SSHKey] | None = None
+
+    def adopt(
+        self,
+        listen_sock: socket.socket,
+        host_keys: list[asyncssh.SSHKey],
+        metrics_sock: socket.socket | None = None,
+    ) -> None:
+        """Serve on sockets already bound and with host keys already loaded, instead of
+        binding and reading them at start(): the way a process that no longer may (an
+        unprivileged front) gets them."""
+        self._listen_sock = listen_sock
+        self._metrics_sock = metrics_sock
+        self._host_keys = host_keys
 
     def set_sandbox_ensurer(self, ensurer: SandboxEnsurer | None) -> None:
         """Use ``ensurer`` for connections that start from now on."""
@@ -169,13 +188,16 @@ class Server:
         if isinstance(self.config.sandbox_provider, PreparedProvider):
             await self.config.sandbox_provider.prepare()
         use_fast_chacha()
-        host_keys = load_host_keys(self.config.host_key_path, self.config.extra_host_key_paths)
+        host_keys = self._host_keys or load_host_keys(
+            self.config.host_key_path, self.config.extra_host_key_paths
+        )
         self._stopped.clear()
         self._state.stopping = False
         self._acceptor = await asyncssh.create_server(
             lambda: GatewayConnection(self._state),
-            host or None,
-            port,
+            None if self._listen_sock else host or None,
+            None if self._listen_sock else port,
+            sock=self._listen_sock,
             server_host_keys=host_keys,
             server_version=self.config.server_version,
             encoding=None,
@@ -195,8 +217,11 @@ class Server:
             password_auth="token" in self._state.auth_methods,
             kbdint_auth="token" in self._state.auth_methods,
             gss_host=None,
-            reuse_address=True,
-            reuse_port=self.config.reuse_port or None,
+            **(
+                {}
+                if self._listen_sock
+                else {"reuse_address": True, "reuse_port": self.config.reuse_port or None}
+            ),
         )
         log.info("listening on %s (auth: %s)", self.addr, self._state.auth_mode)
         self._report_forwarding()
@@ -204,7 +229,10 @@ class Server:
             metrics_host, metrics_port = parse_address(self.config.metrics_listen)
             self._endpoint = Endpoint(self.metrics, self._readiness)
             self.metrics_port = await self._endpoint.start(
-                metrics_host, metrics_port, reuse_port=self.config.reuse_port
+                metrics_host,
+                metrics_port,
+                reuse_port=self.config.reuse_port,
+                sock=self._metrics_sock,
             )
 
     async def _readiness(self) -> str | None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import pytest
 
 from sandbox_ssh import SandboxProvider
+from sandbox_ssh.providers.broker import BrokerProvider
 from sandbox_ssh.providers.docker import DockerProvider, ExecPath
 from sandbox_ssh.providers.kubernetes import KubernetesProvider
 
@@ -64,6 +66,24 @@ class DockerHarness:
 
 
 @dataclass
+class BrokerHarness(DockerHarness):
+    """The Docker provider behind the privileged broker, as `sandbox-ssh serve` runs it as
+    root: the provider under test is the front's client of a broker process."""
+
+    brokers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def provider(self) -> SandboxProvider:
+        provider, broker = BrokerProvider.spawn(["--exec-path", self.exec_path])
+        self.brokers.append(broker)
+        return provider
+
+    def close(self) -> None:
+        """Every broker ends once its front (the provider) closed its connection."""
+        for broker in self.brokers:
+            assert broker.wait(30) == 0
+
+
+@dataclass
 class KubernetesHarness:
     pods: PodMaker
     name: str = "kubernetes"
@@ -84,13 +104,28 @@ class KubernetesHarness:
         return self.pods.processes(sandbox_id)
 
 
-@pytest.fixture(params=["docker-runtime", "docker-api", "kubernetes-emulated", "kubernetes"])
+@pytest.fixture(
+    params=[
+        "docker-runtime",
+        "docker-api",
+        "broker-runtime",
+        "broker-api",
+        "kubernetes-emulated",
+        "kubernetes",
+    ]
+)
 def harness(request: pytest.FixtureRequest, containers: Containers) -> Iterator[Harness]:
-    # Both of Docker's exec paths in every run: they are two backends behind one provider.
+    # Both of Docker's exec paths in every run: they are two backends behind one provider,
+    # in the same process and behind the broker.
     if request.param == "docker-runtime":
         yield DockerHarness(containers, "runtime")
     elif request.param == "docker-api":
         yield DockerHarness(containers, "api")
+    elif request.param.startswith("broker-"):
+        exec_path: ExecPath = "runtime" if request.param == "broker-runtime" else "api"
+        brokered = BrokerHarness(containers, exec_path, name="broker")
+        yield brokered
+        brokered.close()
     elif request.param == "kubernetes-emulated":
         # The Kubernetes provider against the emulated API server (tests/support).
         if request.config.getoption("--engine") != "docker":

@@ -488,7 +488,9 @@ def test_audit_log_records_the_connection_and_reopens_on_sighup(
 
     from ..support.wait import wait_until
 
-    audit = tmp_path / "audit.jsonl"
+    # In a folder of its own, which serve makes for its unprivileged front: a rotated log
+    # is made anew there, as the front's user.
+    audit = tmp_path / "audit" / "audit.jsonl"
     directory = tmp_path / "authorized"
     directory.mkdir()
     with serving(
@@ -541,7 +543,7 @@ def test_audit_log_records_the_connection_and_reopens_on_sighup(
         assert int(str(closed["bytes_in"])) > 0 and int(str(closed["bytes_out"])) > 0
         assert "never-in-the-audit-log" not in audit.read_text()
         # Rotation: move the file away, SIGHUP, and new events land in a new file.
-        audit.rename(tmp_path / "audit.jsonl.1")
+        audit.rename(audit.with_name("audit.jsonl.1"))
         gateway.process.send_signal(signal.SIGHUP)
         wait_until(audit.exists)
         assert ssh.run(session_id, "true", options=with_key(keys["user"])).returncode == 0

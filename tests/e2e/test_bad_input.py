@@ -81,7 +81,7 @@ def target(
     sandbox = module_containers.start()
     target = Target(gateway, ssh, sandbox, loop_thread)
     target.still_serves()  # warm up: caches, pools, first exec
-    target.start_rss = rss(gateway.process.pid)  # type: ignore[attr-defined]
+    target.start_rss = rss(gateway.front_pid)  # type: ignore[attr-defined]
     yield target
     gateway.terminate()
 
@@ -220,7 +220,7 @@ def test_exec_of_one_megabyte(target: Target) -> None:
 
 def test_client_that_stops_reading_keeps_gateway_memory_bounded(target: Target) -> None:
     conn = target.connect()
-    before = rss(target.gateway.process.pid)
+    before = rss(target.gateway.front_pid)
 
     async def scenario() -> int:
         process = await conn.create_process("head -c 1073741824 /dev/zero", encoding=None)
@@ -229,7 +229,7 @@ def test_client_that_stops_reading_keeps_gateway_memory_bounded(target: Target) 
         peak = 0
         for _ in range(30):
             await asyncio.sleep(0.1)  # observe memory over 3 s of a stalled 1 GB writer
-            peak = max(peak, rss(target.gateway.process.pid))
+            peak = max(peak, rss(target.gateway.front_pid))
         process.close()
         return peak
 
@@ -298,7 +298,7 @@ def test_memory_is_back_near_its_start(target: Target) -> None:
     target.still_serves()
 
     def settled() -> int | None:
-        current = rss(target.gateway.process.pid)
+        current = rss(target.gateway.front_pid)
         start = target.start_rss  # type: ignore[attr-defined]
         return current if current - start < 48 * MB else None
 

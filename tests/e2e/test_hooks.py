@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_ssh import IdleStopper, InMemoryConnectionTracker, UserInfo
+from sandbox_ssh import IdleStopper, InMemoryConnectionTracker, SandboxEnsurer, UserInfo
 from sandbox_ssh.providers.docker import DockerProvider
 
 from ..conftest import GatewayFactory
@@ -55,7 +55,7 @@ def test_fifty_simultaneous_connections_to_a_stopped_sandbox_start_it_once(
 class SlowEnsurer:
     """The Docker ensurer behind a delay, counting how many ensures really ran."""
 
-    def __init__(self, provider: DockerProvider, delay: float) -> None:
+    def __init__(self, provider: SandboxEnsurer, delay: float) -> None:
         self.provider = provider
         self.delay = delay
         self.calls = 0

@@ -131,7 +131,7 @@ class Arena:
         return sandbox
 
     def usage(self) -> Usage:
-        return usage(self.gateway.process.pid)
+        return usage(self.gateway.front_pid)
 
 
 def open_arena(gateway: CliGateway, make_sandbox: MakeSandbox, tmp_path: Path) -> Arena:
@@ -153,7 +153,7 @@ def open_arena(gateway: CliGateway, make_sandbox: MakeSandbox, tmp_path: Path) -
     neighbour.sftp_round_trip()
     neighbour.local_forward_round_trip()
     neighbour.true_seconds.clear()
-    return Arena(gateway, ssh, neighbour, make_sandbox, usage(gateway.process.pid))
+    return Arena(gateway, ssh, neighbour, make_sandbox, usage(gateway.front_pid))
 
 
 @pytest.fixture

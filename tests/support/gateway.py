@@ -157,6 +157,16 @@ class CliGateway:
         self.host, self.port = listening.group(1), int(listening.group(2))
         self.stderr.collect()
 
+    FRONT = re.compile(r"front \d+ \(pid (\d+)\) runs as")
+
+    @property
+    def front_pid(self) -> int:
+        """The process that reads the clients' bytes: the first front when serve started
+        as root and separated privileges (the serve process is then the broker), else
+        serve's own."""
+        found = self.FRONT.search(self.log_text())
+        return int(found.group(1)) if found else self.process.pid
+
     def log_text(self) -> str:
         return self.stderr.text()
 

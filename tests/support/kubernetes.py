@@ -86,7 +86,7 @@ class EmulatedApiServer:
         workdir.mkdir(parents=True, exist_ok=True)
         kubeconfig = workdir / "kubeconfig"
         kubeconfig.write_text(kubeconfig_text({"server": f"http://127.0.0.1:{port}"}, token))
-        kubeconfig.chmod(0o600)
+        kubeconfig.chmod(0o644)  # the fronts of serve read it as their own user
         return cls(kubeconfig, process)
 
     def stop(self) -> None:
@@ -371,7 +371,7 @@ def _deploy(admin: Path, workdir: Path) -> Deployed:
     cluster = server_config["clusters"][0]["cluster"]
     gateway_kubeconfig = workdir / "gateway.kubeconfig"
     gateway_kubeconfig.write_text(kubeconfig_text(cluster, token))
-    gateway_kubeconfig.chmod(0o600)
+    gateway_kubeconfig.chmod(0o644)  # the fronts of serve read it as their own user
     return Deployed(admin, gateway_kubeconfig, host_key, role)
 
 

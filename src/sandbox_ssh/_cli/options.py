@@ -244,6 +244,17 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
         default=1,
     ),
     Setting(
+        "user",
+        "When serve starts as root: the unprivileged user its fronts run as (everything that "
+        "reads clients' bytes: SSH, hooks, metrics), with no capabilities, no_new_privs and a "
+        "seccomp filter; root stays with a separate broker that has no network socket. The "
+        "default user is made (useradd --system) when missing; it must be able to read the "
+        "files read per connection (--authorized-keys-dir, --admin-keys, "
+        "--trusted-user-ca-keys, the kubeconfig).",
+        default_text="sandbox-ssh",
+        metavar="NAME",
+    ),
+    Setting(
         "auth",
         "none: the username alone admits (allowed on loopback only); publickey: a key from the "
         "session's or the admin's authorized keys, or a certificate; token: a short-lived token "

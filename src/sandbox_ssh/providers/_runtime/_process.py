@@ -16,9 +16,10 @@ import os
 import signal
 import struct
 import termios
+from typing import Protocol
 
 from ...hooks import ExitSignal, OutputSink, OutputStream, SandboxError, TerminalSize
-from ._launcher import ExitInfo, Launched, RuntimeLauncher
+from ._launcher import ExitInfo, Launched
 
 _READ_SIZE = 1 << 18
 # Stop reading from the sandbox while this much output waits for the SSH client.
@@ -134,11 +135,21 @@ class _Output:
             reader.finish()
 
 
+class ProcessControl(Protocol):
+    """What controls a started process: the launcher itself, or the broker on its behalf."""
+
+    def signal(self, request_id: int, signum: int) -> None: ...
+
+    async def hangup(self, request_id: int) -> None: ...
+
+    def release(self, request_id: int) -> None: ...
+
+
 class RuntimeProcess:
     """Implements :class:`sandbox_ssh.hooks.SandboxProcess`, ``ExitSignalReporter`` and
     ``DirectStdio``."""
 
-    def __init__(self, launcher: RuntimeLauncher, launched: Launched) -> None:
+    def __init__(self, launcher: ProcessControl, launched: Launched) -> None:
         self._launcher = launcher
         self._id = launched.id
         self.pid = launched.pid  # on the host
@@ -274,10 +285,11 @@ class RefusedProcess:
     """
 
     def __init__(self, message: str, status: int) -> None:
+        self.message = message
+        self.status = status
         self._pending: list[tuple[OutputStream, bytes]] = [
             (OutputStream.STDERR, message.encode(errors="replace") + b"\n")
         ]
-        self._status = status
 
     async def write_stdin(self, data: bytes) -> None:
         pass
@@ -289,7 +301,7 @@ class RefusedProcess:
         return self._pending.pop() if self._pending else None
 
     async def wait(self) -> int:
-        return self._status
+        return self.status
 
     async def resize(self, size: TerminalSize) -> None:
         pass

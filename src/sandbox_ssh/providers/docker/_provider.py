@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,8 @@ from ...hooks import (
     UserInfo,
 )
 from .. import _posix
-from .._runtime import RuntimeUnavailable
+from .._runtime import RuntimeProcess, RuntimeUnavailable
+from .._runtime._process import RefusedProcess
 from ._client import (
     UNREACHABLE,
     engine_error,
@@ -32,8 +34,10 @@ from ._client import (
     runtime_errors,
     unreachable_reason,
 )
+from ._exec import Attached, ExecControl, attach, hijack, run_short
+from ._launch import ExecLaunch, Launch, RuntimeLaunch
 from ._network import DockerNetwork
-from ._process import DockerProcess, run_short
+from ._process import DETACH_KEYS, DockerProcess
 from ._runtime_path import RuntimePath
 
 log = logging.getLogger("sandbox_ssh.docker")
@@ -375,16 +379,11 @@ class DockerProvider:
 
     async def _start_process(self, sandbox: Sandbox, spec: ProcessSpec) -> SandboxProcess:
         await self.prepare()
-        if self._runtime is not None:
-            try:
-                return await self._runtime.start(sandbox, spec)
-            except RuntimeUnavailable as error:
-                if self.exec_path_setting == "runtime":
-                    raise SandboxError(f"the runtime path is unavailable: {error}") from None
-                reason = str(error)
-                if reason not in self._runtime_warnings:
-                    self._runtime_warnings.add(reason)
-                    log.warning("using the exec API for %s: %s", sandbox.id[:12], reason)
+        launched = await self._launch_on_runtime(sandbox, spec)
+        if isinstance(launched, RefusedProcess):
+            return launched
+        if launched is not None:
+            return RuntimeProcess(launched.launcher, launched.launched)
         process = DockerProcess(
             self.docker,
             sandbox.id,
@@ -396,6 +395,96 @@ class DockerProvider:
         await self._network.check_account_files(sandbox.id)
         await process.start(spec, await self._exec_user(sandbox.id, spec.user))
         return process
+
+    async def _launch_on_runtime(
+        self, sandbox: Sandbox, spec: ProcessSpec
+    ) -> RuntimeLaunch | RefusedProcess | None:
+        """The runtime path's start; None when it cannot serve this sandbox (auto)."""
+        if self._runtime is None:
+            return None
+        try:
+            launched = await self._runtime.launch(sandbox, spec)
+        except RuntimeUnavailable as error:
+            if self.exec_path_setting == "runtime":
+                raise SandboxError(f"the runtime path is unavailable: {error}") from None
+            reason = str(error)
+            if reason not in self._runtime_warnings:
+                self._runtime_warnings.add(reason)
+                log.warning("using the exec API for %s: %s", sandbox.id[:12], reason)
+            return None
+        if isinstance(launched, RefusedProcess):
+            return launched
+        return RuntimeLaunch(launched, self._runtime.launcher)
+
+    def handover_problem(self) -> str | None:
+        """Why exec streams of this engine cannot be handed to another process, or None.
+
+        A stream is handed over as the connection's descriptor; inside TLS it is the
+        TLS session, which stays in the process that made it.
+        """
+        host = resolve_docker_host(self._docker_host)
+        if host.startswith("https://") or (
+            not host.startswith("unix://") and os.environ.get("DOCKER_TLS_VERIFY")
+        ):
+            return (
+                f"the exec streams of a TLS Docker endpoint ({host}) cannot be handed to the "
+                "unprivileged front; run the gateway on the Docker host (unix socket)"
+            )
+        return None
+
+    async def launch(self, sandbox: Sandbox, spec: ProcessSpec) -> Launch:
+        """Start a process whose stdio another process will own (the broker's start).
+
+        The runtime path gives the descriptors at once; Docker's exec API gives a stream
+        on a connection of its own, once the sandbox's PID line has been read from it.
+        """
+        with runtime_errors():
+            await self.prepare()
+            launched = await self._launch_on_runtime(sandbox, spec)
+            if launched is not None:
+                return launched
+            problem = self.handover_problem()
+            if problem:
+                raise SandboxError(problem)
+            return await self._launch_exec(sandbox, spec)
+
+    async def _launch_exec(self, sandbox: Sandbox, spec: ProcessSpec) -> ExecLaunch:
+        await self._network.check_account_files(sandbox.id)
+        exec_user = await self._exec_user(sandbox.id, spec.user)
+        tty = spec.terminal is not None
+        container = self.docker.containers.container(sandbox.id)
+        try:
+            execution = await container.exec(
+                _posix.pid_report_argv(spec.argv, spec.terminal),
+                stdin=True,
+                tty=tty,
+                user=exec_user,
+                environment=dict(spec.env),
+                workdir=spec.workdir,
+                detach_keys=DETACH_KEYS,
+            )
+        except aiodocker.DockerError as error:
+            raise engine_error(error, "the sandbox refused the process") from error
+        control = ExecControl(
+            self.docker,
+            sandbox.id,
+            execution,
+            tty=tty,
+            exec_user=exec_user,
+            hangup_grace=self._hangup_grace,
+            before_exec=lambda: self._network.check_account_files(sandbox.id),
+        )
+        host = resolve_docker_host(self._docker_host)
+        hijacked = await hijack(
+            host, self.docker.api_version, execution.id, tty, self._answer_timeout
+        )
+
+        async def log_in() -> Attached:
+            attached = await attach(hijacked, tty, self._answer_timeout)
+            control.pid = attached.pid
+            return attached
+
+        return ExecLaunch(control, asyncio.ensure_future(log_in()))
 
     async def _exec_user(self, container_id: str, user: UserInfo) -> str:
         """The exec ``User`` that gives the process the sandbox's supplementary groups.

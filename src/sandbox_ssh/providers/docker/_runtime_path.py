@@ -36,7 +36,7 @@ from .._runtime import (
     parse_passwd,
     process_spec,
 )
-from .._runtime._launcher import StartRefused
+from .._runtime._launcher import Launched, StartRefused
 from .._runtime._pids import pids_cgroup, pids_limit_reached
 from .._runtime._process import RefusedProcess
 from .._runtime._users import UnknownGroup, passwd_primary_gid, resolve_group_add
@@ -284,6 +284,14 @@ class RuntimePath:
     # Starting.
 
     async def start(self, sandbox: Sandbox, spec: ProcessSpec) -> SandboxProcess:
+        launched = await self.launch(sandbox, spec)
+        if isinstance(launched, RefusedProcess):
+            return launched
+        return RuntimeProcess(self.launcher, launched)
+
+    async def launch(self, sandbox: Sandbox, spec: ProcessSpec) -> Launched | RefusedProcess:
+        """Start the process; its stdio are the descriptors in the result, its control the
+        launcher's (the broker hands them to the front as they are)."""
         context = await self._context(sandbox.id)
         limit = pids_limit_reached(context.pids_cgroup)
         if limit is not None:
@@ -307,12 +315,11 @@ class RuntimePath:
             tty=spec.terminal is not None,
         )
         try:
-            launched = await self.launcher.start(request)
+            return await self.launcher.start(request)
         except StartRefused as refusal:
             return self._refused(sandbox.id, str(refusal))
-        return RuntimeProcess(self.launcher, launched)
 
-    def _refused(self, container_id: str, reason: str) -> SandboxProcess:
+    def _refused(self, container_id: str, reason: str) -> RefusedProcess:
         """Docker's mapping of a refused exec (moby's translateContainerdStartErr)."""
         lowered = reason.lower()
         if "executable file not found" in lowered or "no such file or directory" in lowered:
