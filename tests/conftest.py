@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,7 +21,13 @@ from sandbox_ssh.providers.docker import ExecPath
 
 from .support import containers as containers_support
 from .support import gateway as gateway_support
-from .support.containers import Container, Containers, remove_stale_test_containers, this_run
+from .support.containers import (
+    Container,
+    Containers,
+    remove_stale_test_containers,
+    run_is_alive,
+    this_run,
+)
 from .support.gateway import InProcessGateway, LoopThread
 from .support.hookserver import HookServer
 from .support.kubernetes import EmulatedApiServer
@@ -46,11 +53,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Every run's temporary folders, readable by the fronts of `serve` (see _ReadableByFronts).
+TEST_ROOT = Path("/tmp/sandbox-ssh-tests")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     gateway_support.EXEC_PATH = config.getoption("--exec-path")
     # Named here, in the run's first process, so that pytest-xdist's workers inherit it:
     # the containers of every worker then belong to this run (support/containers.py).
-    this_run()
+    run = this_run()
+    if config.option.basetemp is None and "PYTEST_XDIST_WORKER" not in os.environ:
+        # A folder of this run's own, not under /tmp/pytest-of-root: each new pytest session
+        # makes that one 0700 again, which would shut another run's fronts out mid-run.
+        TEST_ROOT.mkdir(mode=0o755, exist_ok=True)
+        os.chmod(TEST_ROOT, 0o755)
+        for stale in TEST_ROOT.iterdir():
+            if not run_is_alive(stale.name):
+                shutil.rmtree(stale, ignore_errors=True)
+        config.option.basetemp = str(TEST_ROOT / run)
 
 
 _FINISHED_SESSIONS: list[pytest.Session] = []
@@ -96,9 +116,9 @@ class _ReadableByFronts:
 
     def _open_up(self, path: Path) -> Path:
         for folder in (path, *path.parents):
+            if folder == TEST_ROOT or folder.name.startswith("pytest-of-"):
+                break  # the root of the run's folders (pytest's own with --basetemp)
             os.chmod(folder, 0o755)
-            if folder.name.startswith("pytest-of-"):  # the root of pytest's folders
-                break
         return path
 
     def mktemp(self, basename: str, numbered: bool = True) -> Path:

@@ -47,7 +47,7 @@ def this_run() -> str:
     return run
 
 
-def _run_is_alive(run: str) -> bool:
+def run_is_alive(run: str) -> bool:
     pid, _, _ = run.partition(".")
     return pid.isdigit() and _process_identity(int(pid)) == run
 
@@ -146,7 +146,7 @@ def remove_stale_test_containers() -> None:
     stale = [
         fields[0]
         for fields in (line.split() for line in listed.splitlines())
-        if fields and (len(fields) < 2 or not _run_is_alive(fields[1]))
+        if fields and (len(fields) < 2 or not run_is_alive(fields[1]))
     ]
     if stale:
         docker("rm", "-f", *stale, check=False)
