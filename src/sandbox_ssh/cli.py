@@ -269,7 +269,9 @@ def _serve_separated(options: Any, config: Config) -> None:
             sock.close()
         return _front(options, front, host_keys, confine_now, user)
 
-    pids = run_fronts(fronts, user, writable, serve_front)
+    engine = options.docker_host or os.environ.get("DOCKER_HOST") or ""
+    engine_socket = [engine.removeprefix("unix://")] if engine.startswith("unix://") else []
+    pids = run_fronts(fronts, user, writable, serve_front, engine_socket)
     for front in fronts:
         for sock in front.all():
             sock.close()
@@ -284,8 +286,7 @@ def _serve_separated(options: Any, config: Config) -> None:
         become_broker(
             list(zip(brokers, pids, strict=True)),
             [
-                "--docker-host",
-                options.docker_host or "",
+                *(["--docker-host", options.docker_host] if options.docker_host else []),
                 "--session-label",
                 options.session_label,
                 "--exec-path",

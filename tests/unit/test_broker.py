@@ -41,6 +41,9 @@ class SlowProvider:
         await self.release.wait()
         return Sandbox(session_id, f"container-of-{session_id}", SandboxStatus.RUNNING)
 
+    async def ensure_sandbox(self, session_id: str) -> None:
+        await self.release.wait()
+
     async def close(self) -> None:
         pass
 
@@ -52,8 +55,8 @@ class Front:
         self.sock = sock
         sock.setblocking(False)
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.sock.send(json.dumps(message).encode())
+    async def send(self, message: dict[str, Any]) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, json.dumps(message).encode())
 
     async def replies(self, count: int) -> dict[int, dict[str, Any]]:
         loop = asyncio.get_running_loop()
@@ -77,7 +80,8 @@ def test_a_front_has_a_bounded_number_of_requests_in_flight() -> None:
         provider = SlowProvider()
         _, front, _ = serving(provider)
         for request_id in range(1, server.MAX_IN_FLIGHT + 3):
-            front.send({"id": request_id, "op": "find", "session_id": f"s{request_id}"})
+            session = f"s{request_id % 100}"  # spread over sandboxes, within their shares
+            await front.send({"id": request_id, "op": "find", "session_id": session})
         refused = await front.replies(2)  # the two over the bound, answered at once
         assert provider.finding == server.MAX_IN_FLIGHT
         provider.release.set()
@@ -89,6 +93,24 @@ def test_a_front_has_a_bounded_number_of_requests_in_flight() -> None:
     assert sum("result" in r for r in replies.values()) == server.MAX_IN_FLIGHT
 
 
+def test_one_sandboxs_slow_requests_hold_its_own_share_and_no_one_elses() -> None:
+    async def main() -> dict[int, dict[str, Any]]:
+        provider = SlowProvider()
+        _, front, _ = serving(provider)
+        for request_id in range(1, server.MAX_IN_FLIGHT_PER_SANDBOX + 2):
+            await front.send({"id": request_id, "op": "ensure", "session_id": "slow"})
+        refused = await front.replies(1)
+        # Another tenant is still served at once.
+        await front.send({"id": 1000, "op": "find", "session_id": "other"})
+        provider.release.set()
+        return refused | await front.replies(server.MAX_IN_FLIGHT_PER_SANDBOX + 1)
+
+    replies = asyncio.run(main())
+    over = [r for r in replies.values() if r.get("kind") == "limit"]
+    assert len(over) == 1 and "for this sandbox" in over[0]["error"]
+    assert replies[1000]["result"]["sandbox"]["id"] == "container-of-other"
+
+
 def test_a_request_that_takes_too_long_is_answered_with_a_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -96,8 +118,8 @@ def test_a_request_that_takes_too_long_is_answered_with_a_timeout(
 
     async def main() -> dict[int, dict[str, Any]]:
         _, front, _ = serving(SlowProvider())
-        front.send({"id": 1, "op": "find", "session_id": "stuck"})
-        front.send({"id": 2, "op": "hello"})
+        await front.send({"id": 1, "op": "find", "session_id": "stuck"})
+        await front.send({"id": 2, "op": "hello"})
         return await front.replies(2)
 
     replies = asyncio.run(main())
@@ -113,11 +135,11 @@ def test_sandbox_handles_are_bounded_per_front(monkeypatch: pytest.MonkeyPatch) 
         provider.release.set()
         _, front, _ = serving(provider)
         for request_id in range(1, 6):
-            front.send({"id": request_id, "op": "find", "session_id": f"s{request_id}"})
+            await front.send({"id": request_id, "op": "find", "session_id": f"s{request_id}"})
         await front.replies(5)
         # The first two were let go: asking about them says so, and finding again helps.
-        front.send({"id": 6, "op": "unlisten", "listener": 1})
-        front.send({"id": 7, "op": "connect_tcp", "sandbox": 1, "host": "h", "port": 1})
+        await front.send({"id": 6, "op": "unlisten", "listener": 1})
+        await front.send({"id": 7, "op": "tcp_sockets", "sandbox": 1, "host": "h"})
         return await front.replies(2)
 
     replies = asyncio.run(main())

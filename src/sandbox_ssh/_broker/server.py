@@ -38,7 +38,10 @@ log = logging.getLogger("sandbox_ssh.broker")
 MAX_SANDBOXES = 4096
 MAX_PROCESSES = 16384
 MAX_LISTENERS = 8192
-MAX_IN_FLIGHT = 256
+MAX_IN_FLIGHT = 1024
+# Of those, for one sandbox (or session ID): a tenant whose sandbox makes its requests slow
+# (a /bin/sh that never answers the user lookup) holds its own share and no one else's.
+MAX_IN_FLIGHT_PER_SANDBOX = 32
 # How long a request may take (a start: the provider's own bound, plus this).
 REQUEST_TIMEOUT = 60.0
 # Requests that last as long as their process: bounded by the process count instead.
@@ -83,6 +86,7 @@ class _Front:
     listeners: dict[int, BoundListener] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     in_flight: int = 0
+    in_flight_by: collections.Counter[str] = field(default_factory=collections.Counter)
     outbox: collections.deque[tuple[Message, list[int]]] = field(default_factory=collections.deque)
     gone: bool = False
 
@@ -145,7 +149,7 @@ class Broker:
             "resize": self._resize,
             "hangup": self._hangup,
             "release": self._release,
-            "connect_tcp": self._connect_tcp,
+            "tcp_sockets": self._tcp_sockets,
             "connect_unix": self._connect_unix,
             "listen_tcp": self._listen_tcp,
             "listen_unix": self._listen_unix,
@@ -199,25 +203,41 @@ class Broker:
                 self._reply(front, {"id": request_id, "error": str(error), "kind": "bad_request"})
             return
         bounded = op not in _PER_PROCESS
+        share = self._share(front, arguments) if bounded else None
+        refusal = None
         if bounded and front.in_flight >= MAX_IN_FLIGHT:
-            self._reply(
-                front,
-                {
-                    "id": request_id,
-                    "error": f"more than {MAX_IN_FLIGHT} requests at once",
-                    "kind": "limit",
-                },
-            )
+            refusal = f"more than {MAX_IN_FLIGHT} requests at once"
+        elif share is not None and front.in_flight_by[share] >= MAX_IN_FLIGHT_PER_SANDBOX:
+            refusal = f"more than {MAX_IN_FLIGHT_PER_SANDBOX} requests at once for this sandbox"
+        if refusal is not None:
+            self._reply(front, {"id": request_id, "error": refusal, "kind": "limit"})
             return
         front.in_flight += bounded
+        if share is not None:
+            front.in_flight_by[share] += 1
         task = asyncio.ensure_future(self._answer(front, request_id, op, arguments))
         front.tasks.add(task)
 
         def done(finished: asyncio.Task[None]) -> None:
             front.tasks.discard(finished)
             front.in_flight -= bounded
+            if share is not None:
+                front.in_flight_by[share] -= 1
+                if not front.in_flight_by[share]:
+                    del front.in_flight_by[share]
 
         task.add_done_callback(done)
+
+    @staticmethod
+    def _share(front: _Front, arguments: dict[str, Any]) -> str | None:
+        """Whose share a request counts against: its sandbox's, or its session ID's."""
+        if "session_id" in arguments:
+            return f"session:{arguments['session_id']}"
+        handle = arguments.get("sandbox")
+        if handle is None:
+            return None
+        sandbox = front.sandboxes.get(handle)
+        return f"sandbox:{sandbox.session_id if sandbox else handle}"
 
     async def _answer(
         self, front: _Front, request_id: int, op: str, arguments: dict[str, Any]
@@ -451,10 +471,10 @@ class Broker:
             process.launch.launcher.release(process.launch.launched.id)
         return {}, []
 
-    async def _connect_tcp(self, front: _Front, arguments: dict[str, Any]) -> Reply:
+    async def _tcp_sockets(self, front: _Front, arguments: dict[str, Any]) -> Reply:
         sandbox = front.sandbox(arguments["sandbox"])
-        sock = await self.provider.connect_tcp(sandbox, arguments["host"], arguments["port"])
-        return {}, [sock.detach()]
+        made = await self.provider.tcp_sockets(sandbox, arguments["host"])
+        return {"addresses": [address for _, address in made]}, [sock.detach() for sock, _ in made]
 
     async def _connect_unix(self, front: _Front, arguments: dict[str, Any]) -> Reply:
         sandbox = front.sandbox(arguments["sandbox"])

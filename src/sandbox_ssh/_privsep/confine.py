@@ -128,8 +128,11 @@ def _restrict_writes(writable: Sequence[Path]) -> int:
     return abi
 
 
-def confine(user: FrontUser, writable: Sequence[Path]) -> Confinement:
-    """Make this process the unprivileged front (see the module's docstring)."""
+def confine(
+    user: FrontUser, writable: Sequence[Path], unreachable: Sequence[str] = ()
+) -> Confinement:
+    """Make this process the unprivileged front (see the module's docstring); it must not be
+    able to use the engine's usual sockets, nor those in ``unreachable``."""
     if os.geteuid() != 0:
         raise ConfinementError("confining a front needs root, to give it up")
     os.setgroups([])
@@ -144,7 +147,7 @@ def confine(user: FrontUser, writable: Sequence[Path]) -> Confinement:
     except seccomp.SeccompUnavailable as error:
         log.warning("the front runs without a seccomp filter: %s", error)
         rules = 0
-    for path in ENGINE_SOCKETS:
+    for path in (*ENGINE_SOCKETS, *unreachable):
         with contextlib.suppress(OSError):
             if os.path.exists(path) and os.access(path, os.W_OK):
                 raise ConfinementError(

@@ -68,6 +68,7 @@ def run_fronts(
     user: FrontUser,
     writable: Sequence[Path],
     serve_front: Callable[[FrontSockets, Callable[[], Confinement]], int],
+    unreachable: Sequence[str] = (),
 ) -> list[int]:
     """Fork one confined front per entry; returns their PIDs. The parent keeps no socket
     of theirs: it closes each front's listeners and broker end."""
@@ -81,7 +82,7 @@ def run_fronts(
                     if other is not front:
                         for sock in other.all():
                             sock.close()
-                code = serve_front(front, lambda: confine(user, writable))
+                code = serve_front(front, lambda: confine(user, writable, unreachable))
             except BaseException:
                 log.exception("front %d failed", front.index)
             finally:

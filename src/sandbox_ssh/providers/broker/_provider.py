@@ -4,6 +4,7 @@ descriptors; the session's bytes then flow between the front and the sandbox dir
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from ...hooks import (
     UserInfo,
 )
 from .._runtime._process import RefusedProcess
+from ..docker._network import connect_first
 from ..docker._provider import AUTHORIZED_KEYS_LABEL
 from ._client import HELPER_GONE, BrokerClient, BrokerRefused
 from ._process import ExecStreamProcess, runtime_process
@@ -202,8 +204,15 @@ class BrokerProvider:
         return str(problem) if problem else None
 
     async def connect_tcp(self, sandbox: Sandbox, host: str, port: int) -> socket.socket:
-        _, fds = await self._on_sandbox(sandbox, "connect_tcp", host=host, port=port)
-        return _socket(fds)
+        # Made in the sandbox by the broker, connected here: a peer that never answers
+        # holds this front's socket, not one of the broker's requests.
+        result, fds = await self._on_sandbox(sandbox, "tcp_sockets", host=host)
+        candidates = []
+        for fd, address in zip(fds, result.get("addresses") or [], strict=False):
+            candidates.append((_socket([fd]), str(address)))
+        for fd in fds[len(candidates) :]:
+            os.close(fd)
+        return await connect_first(candidates, host, port)
 
     async def connect_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> socket.socket:
         _, fds = await self._on_sandbox(sandbox, "connect_unix", path=path, user=_user(user))

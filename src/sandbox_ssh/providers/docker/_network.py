@@ -41,6 +41,33 @@ def parse_hosts(text: str, name: str) -> list[str]:
     return sorted(found, key=lambda a: _family(a) == socket.AF_INET6)
 
 
+# Addresses tried for one name: a hosts file may list many; a few are plenty.
+MAX_ADDRESSES = 4
+
+
+async def connect_first(
+    candidates: list[tuple[socket.socket, str]], host: str, port: int
+) -> socket.socket:
+    """Connect the first of ``candidates`` that takes it; the others are closed."""
+    last_error = "no address"
+    loop = asyncio.get_running_loop()
+    for index, (sock, address) in enumerate(candidates):
+        try:
+            await loop.sock_connect(sock, (address, port))
+        except OSError as error:
+            sock.close()
+            last_error = _reason(error)
+            continue
+        except BaseException:
+            for other, _ in candidates[index:]:
+                other.close()
+            raise
+        for other, _ in candidates[index + 1 :]:
+            other.close()
+        return sock
+    raise SandboxError(f"connect to {host} port {port} failed: {last_error}")
+
+
 class DockerNetwork:
     """Implements :class:`sandbox_ssh.hooks.SandboxNetwork` for containers on this host."""
 
@@ -126,23 +153,26 @@ class DockerNetwork:
             raise SandboxError(f"cannot resolve {host} inside the sandbox")
         return found
 
-    async def connect_tcp(self, sandbox: Sandbox, host: str, port: int) -> socket.socket:
+    async def tcp_sockets(self, sandbox: Sandbox, host: str) -> list[tuple[socket.socket, str]]:
+        """Unconnected TCP sockets in the sandbox's network namespace, one per address that
+        ``host`` has there (IPv4 first, at most ``MAX_ADDRESSES``): a socket stays in the
+        namespace it was made in, wherever it is connected from (the broker's front
+        connects them, so that no slow peer holds the broker)."""
         pid = await self._pid(sandbox)
-        last_error = "no address"
-        for address in await self._addresses(pid, host):
-            try:
+        made: list[tuple[socket.socket, str]] = []
+        try:
+            for address in (await self._addresses(pid, host))[:MAX_ADDRESSES]:
                 sock = await _hostns.socket_in_netns(pid, _family(address))
-            except OSError as error:
-                raise SandboxError(_reason(error)) from error
-            sock.setblocking(False)
-            try:
-                await asyncio.get_running_loop().sock_connect(sock, (address, port))
-            except OSError as error:
+                sock.setblocking(False)
+                made.append((sock, address))
+        except OSError as error:
+            for sock, _ in made:
                 sock.close()
-                last_error = _reason(error)
-                continue
-            return sock
-        raise SandboxError(f"connect to {host} port {port} failed: {last_error}")
+            raise SandboxError(_reason(error)) from error
+        return made
+
+    async def connect_tcp(self, sandbox: Sandbox, host: str, port: int) -> socket.socket:
+        return await connect_first(await self.tcp_sockets(sandbox, host), host, port)
 
     async def connect_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> socket.socket:
         pid = await self._pid(sandbox)

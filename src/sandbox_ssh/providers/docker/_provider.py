@@ -520,6 +520,10 @@ class DockerProvider:
     async def connect_tcp(self, sandbox: Sandbox, host: str, port: int) -> socket.socket:
         return await self._network.connect_tcp(sandbox, host, port)
 
+    async def tcp_sockets(self, sandbox: Sandbox, host: str) -> list[tuple[socket.socket, str]]:
+        """Unconnected sockets in the sandbox for each of ``host``'s addresses there."""
+        return await self._network.tcp_sockets(sandbox, host)
+
     async def connect_unix(self, sandbox: Sandbox, path: str, user: UserInfo) -> socket.socket:
         return await self._network.connect_unix(sandbox, path, user)
 
