@@ -190,6 +190,13 @@ class Bench:
         if not wait_listening(port, 30, alive=lambda: process.poll() is None):
             log_text = (self.workdir / f"gateway-{port}.log").read_text()
             raise RuntimeError(f"gateway did not start: {log_text}")
+        # serve as root binds its port before its fronts are ready (they wait for the broker):
+        # one connection answered by a front, so that no workload times the start-up.
+        probe = [*SSH_CLIENT, "-p", str(port), "bench-no-such-session@127.0.0.1", "true"]
+        answer = subprocess.run(probe, capture_output=True, timeout=60)
+        if b"no sandbox with this session ID" not in answer.stderr:
+            log_text = (self.workdir / f"gateway-{port}.log").read_text()
+            raise RuntimeError(f"gateway did not answer: {answer.stderr!r} {log_text}")
         return process, port
 
     def start_sshd(self, container: str, key: Path) -> int:
