@@ -36,9 +36,9 @@ PARALLEL=(-n "$WORKERS" --dist worksteal)
 REPORTS="$(mktemp -d /tmp/sandbox-ssh-test-reports.XXXXXX)"
 PASSES="$REPORTS/passes.tsv"
 : >"$PASSES"
-if [ -n "${SANDBOX_SSH_CI_STARTED:-}" ]; then  # .ci/run's: its set-up and benchmark, lint, types
+if [ -n "${SANDBOX_SSH_TEST_CI_STARTED:-}" ]; then  # .ci/run's: its set-up and benchmark, lint, types
     printf '%s\t%s\t0\t\n' "0 set-up, quick benchmark, lint, types" \
-        "$(($(date +%s) - SANDBOX_SSH_CI_STARTED))" >>"$PASSES"
+        "$(($(date +%s) - SANDBOX_SSH_TEST_CI_STARTED))" >>"$PASSES"
 fi
 
 # The Kubernetes build, in the background at the lowest priority (nice 19, idle I/O class).
